@@ -1,0 +1,200 @@
+"""Command line: ``gblend reproduce`` runs the notebooks through papermill into the book."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gblend import __version__
+
+SCALES = ("smoke", "cpu", "full")
+LOG_NAME = "reproduce_log.json"
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+@dataclass
+class RunRecord:
+    notebook: str
+    scale: str
+    device: str
+    seconds: float
+    gblend_version: str
+    started: str
+    ok: bool
+    error: str = ""
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """Nearest directory at or above ``start`` (default: cwd) that holds ``_toc.yml``."""
+    start = (start or Path.cwd()).resolve()
+    for path in (start, *start.parents):
+        if (path / "_toc.yml").is_file():
+            return path
+    raise CliError(
+        f"no _toc.yml in {start} or any parent: run gblend inside the repository, "
+        "or pass --notebooks-dir, --output-dir and --results-dir"
+    )
+
+
+def experiment_name(notebook: Path) -> str:
+    """``table1_unimodal_vs_joint.ipynb`` -> ``table1``."""
+    return notebook.stem.split("_", 1)[0]
+
+
+def select_notebooks(notebooks_dir: Path, only: Sequence[str] | None) -> list[Path]:
+    found = sorted(notebooks_dir.glob("*.ipynb"))
+    if not found:
+        raise CliError(f"no notebooks in {notebooks_dir}")
+    if not only:
+        return found
+    known = {nb.stem for nb in found} | {experiment_name(nb) for nb in found}
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise CliError(f"unknown --only {unknown}; known: {sorted(known)}")
+    return [nb for nb in found if nb.stem in only or experiment_name(nb) in only]
+
+
+def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
+    """``published`` is ``full`` where full-scale results exist for the notebook, else ``cpu``."""
+    if scale != "published":
+        return scale
+    full = results_dir / experiment_name(notebook) / "full"
+    return "full" if full.is_dir() and any(full.rglob("*.json")) else "cpu"
+
+
+def run_notebook(
+    notebook: Path, output: Path, scale: str, device: str, results_dir: str
+) -> RunRecord:
+    # Imported here so that `gblend --help` works without the [book] extra.
+    import papermill
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    error = ""
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters={"scale": scale, "device": device, "results_dir": results_dir},
+            # The venv's own kernel: no kernel registration needed (design §6).
+            kernel_name="python3",
+            cwd=str(notebook.parent),
+            progress_bar=False,
+        )
+    except Exception as exc:  # any failure: record it and go on with the other notebooks
+        error = _describe(exc)
+    return RunRecord(
+        notebook=notebook.name,
+        scale=scale,
+        device=device,
+        seconds=round(time.perf_counter() - t0, 2),
+        gblend_version=__version__,
+        started=started,
+        ok=not error,
+        error=error,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    """One line: papermill's own message starts with a blank line and a full traceback."""
+    if hasattr(exc, "ename") and hasattr(exc, "evalue"):  # PapermillExecutionError
+        return f"{exc.ename}: {exc.evalue} (cell In[{getattr(exc, 'exec_count', '?')}])"
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+def write_log(path: Path, records: list[RunRecord]) -> None:
+    """Merge into an existing log so a partial rerun (``--only``) keeps the other entries."""
+    entries: dict[str, dict] = {}
+    if path.is_file():
+        try:
+            entries = {e["notebook"]: e for e in json.loads(path.read_text())["runs"]}
+        except (ValueError, KeyError, TypeError):
+            entries = {}  # an unreadable old log is replaced, not fatal
+    entries.update({r.notebook: asdict(r) for r in records})
+    payload = {"runs": [entries[k] for k in sorted(entries)]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    def default(given: str | None, relative: str) -> Path:
+        return Path(given) if given else find_repo_root() / relative
+
+    notebooks_dir = default(args.notebooks_dir, "notebooks")
+    output_dir = default(args.output_dir, "book/generated")
+    results_dir = default(args.results_dir, "results")
+    # "" lets each notebook fall back to the package's default results location.
+    results_param = str(results_dir.resolve()) if args.results_dir else ""
+
+    notebooks = select_notebooks(notebooks_dir, args.only)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for nb in notebooks:
+        scale = resolve_scale(args.scale, nb, results_dir)
+        print(f"{nb.name}: scale={scale} device={args.device} ...", flush=True)
+        record = run_notebook(nb, output_dir / nb.name, scale, args.device, results_param)
+        status = "ok" if record.ok else f"FAILED ({record.error})"
+        print(f"{nb.name}: scale={scale} {record.seconds:.1f} s {status}", flush=True)
+        records.append(record)
+    write_log(output_dir / LOG_NAME, records)
+
+    failed = [r.notebook for r in records if not r.ok]
+    if failed:
+        print(f"error: notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gblend", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gblend {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="execute notebooks/*.ipynb with papermill into book/generated/",
+        description="Execute notebooks/*.ipynb with papermill into book/generated/.",
+    )
+    rep.add_argument(
+        "--scale",
+        choices=(*SCALES, "published"),
+        default="published",
+        help="smoke: seconds (tests); cpu: minutes per notebook; full: one GPU; "
+        "published: full where results/<experiment>/full/ holds results, else cpu "
+        "(default)",
+    )
+    rep.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="notebook stems or experiment names (the stem's prefix, e.g. table1)",
+    )
+    rep.add_argument(
+        "--device", default="auto", help="torch device for the notebooks (default: auto)"
+    )
+    rep.add_argument("--results-dir", help="results root (default: <repo>/results)")
+    rep.add_argument("--output-dir", help="executed notebooks (default: <repo>/book/generated)")
+    rep.add_argument("--notebooks-dir", help="notebook templates (default: <repo>/notebooks)")
+    rep.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"gblend: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

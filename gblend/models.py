@@ -1,0 +1,164 @@
+"""Per-modality encoders, late fusion and the multi-head model of the paper (Fig. 2).
+
+One class, :class:`FusionNet`, covers all three set-ups of the paper's Figure 2:
+
+* a uni-modal network (Fig. 2a) is a ``FusionNet`` over one modality;
+* naive late fusion (Fig. 2b) concatenates the encoders' features and feeds the paper's
+  two-FC head followed by a prediction layer (paper §3: "a two-FC-layer network on
+  concatenated features ... followed by one prediction layer");
+* the multi-head model (Fig. 2c) adds one linear classifier per modality on that modality's
+  features, as the authors' code does with ``g_blend=True``.
+
+Using one architecture for all three keeps the comparison fair: the uni-modal network is the
+multi-modal one with every other modality removed. The model knows nothing about training:
+``forward`` returns logits for every head and the trainer decides which losses to use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+JOINT = "joint"  # name of the fused head; per-modality heads are named after their modality
+
+
+class InputSpec(Protocol):
+    """What a model needs to know about a modality (``gblend.data.ModalitySpec`` fits)."""
+
+    kind: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of a :class:`FusionNet`; the defaults suit the small datasets of this study."""
+
+    feature_dim: int = 64  # output width of every encoder
+    hidden: int = 128  # hidden width inside the encoders
+    fusion_hidden: int = 128  # width of the fused head's two FC layers
+    dropout: float = 0.0  # dropout on the concatenated features (paper Fig. 1 "dropout")
+    modality_heads: bool = False  # add one linear head per modality (paper Fig. 2c)
+
+
+class MLPEncoder(nn.Module):
+    """Two-layer perceptron for feature vectors."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ImageEncoder(nn.Module):
+    """Small CNN for single-channel images (two conv + pool stages, then a linear layer)."""
+
+    def __init__(self, shape: tuple[int, ...], hidden: int, out_dim: int) -> None:
+        super().__init__()
+        channels, height, width = shape
+        width1 = max(hidden // 8, 8)
+        width2 = max(hidden // 4, 16)
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, width1, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width1, width2, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.proj = nn.Sequential(
+            nn.Flatten(), nn.Linear(width2 * (height // 4) * (width // 4), out_dim), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x))
+
+
+class SequenceEncoder(nn.Module):
+    """1D CNN over time for (T, C) sequences: two strided convs, then mean pooling over time.
+
+    The strides keep it cheap on a laptop CPU; the receptive field still spans 17 steps.
+    """
+
+    def __init__(self, shape: tuple[int, ...], hidden: int, out_dim: int) -> None:
+        super().__init__()
+        _, channels = shape
+        width1 = max(hidden // 4, 8)
+        width2 = max(hidden // 2, 16)
+        self.conv = nn.Sequential(
+            nn.Conv1d(channels, width1, 5, padding=2, stride=2),
+            nn.ReLU(),
+            nn.Conv1d(width1, width2, 5, padding=2, stride=2),
+            nn.ReLU(),
+        )
+        self.proj = nn.Sequential(nn.Linear(width2, out_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) for Conv1d
+        return self.proj(features.mean(dim=2))
+
+
+def make_encoder(spec: InputSpec, config: ModelConfig) -> nn.Module:
+    """The encoder suited to a modality's kind: ``vector``, ``image`` or ``sequence``."""
+    shape = tuple(spec.shape)
+    if spec.kind == "vector":
+        return MLPEncoder(shape[0], config.hidden, config.feature_dim)
+    if spec.kind == "image":
+        return ImageEncoder(shape, config.hidden, config.feature_dim)
+    if spec.kind == "sequence":
+        return SequenceEncoder(shape, config.hidden, config.feature_dim)
+    raise ValueError(f"unknown modality kind {spec.kind!r}; valid: 'vector', 'image', 'sequence'")
+
+
+class FusionNet(nn.Module):
+    """Encoders + late-concat fused head (+ optional per-modality linear heads).
+
+    ``forward`` takes a dict ``modality -> batch`` and returns a dict ``head -> logits`` with
+    the fused head under :data:`JOINT` and, with ``modality_heads``, one entry per modality.
+    """
+
+    def __init__(
+        self, specs: Mapping[str, InputSpec], n_classes: int, config: ModelConfig | None = None
+    ) -> None:
+        super().__init__()
+        if not specs:
+            raise ValueError("FusionNet needs at least one modality")
+        if JOINT in specs:
+            raise ValueError(f"{JOINT!r} is reserved for the fused head; rename the modality")
+        self.config = config or ModelConfig()
+        self.modalities = tuple(specs)
+        self.n_classes = n_classes
+        cfg = self.config
+        self.encoders = nn.ModuleDict({m: make_encoder(specs[m], cfg) for m in self.modalities})
+        fused_dim = cfg.feature_dim * len(self.modalities)
+        self.fused_head = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(fused_dim, cfg.fusion_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.fusion_hidden, cfg.fusion_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.fusion_hidden, n_classes),
+        )
+        self.modality_heads = nn.ModuleDict(
+            {m: nn.Linear(cfg.feature_dim, n_classes) for m in self.modalities}
+            if cfg.modality_heads
+            else {}
+        )
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Names of the heads ``forward`` returns, per-modality heads first."""
+        return (*self.modality_heads.keys(), JOINT)
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features = {m: self.encoders[m](x[m]) for m in self.modalities}
+        logits = {m: head(features[m]) for m, head in self.modality_heads.items()}
+        logits[JOINT] = self.fused_head(torch.cat([features[m] for m in self.modalities], dim=1))
+        return logits

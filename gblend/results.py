@@ -1,0 +1,178 @@
+"""Result files: one JSON per finished (config, seed) unit, written atomically with provenance.
+
+Layout: ``<results_dir>/<experiment>/<scale>/<dataset>/<key>.json``. The key hashes the unit's
+whole configuration, the data fingerprint and the package version, so a changed setting never
+reuses an old result and a rerun skips every unit whose file exists. A unit's file appears
+only once it is complete (write to a temporary file, then rename), so an interrupted run loses
+at most the unit in flight.
+
+This module also carries the paper's reference numbers as data, quoted with their table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from gblend import __version__
+
+RESULTS_ENV = "GBLEND_RESULTS_DIR"
+
+
+def repo_root() -> Path | None:
+    """The checkout holding this package (``_toc.yml`` beside ``gblend/``), if any."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "_toc.yml").exists() or (root / "pyproject.toml").exists() else None
+
+
+def default_results_dir() -> Path:
+    """``$GBLEND_RESULTS_DIR``, else ``results/`` of the checkout, else ``./results``."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    root = repo_root()
+    return (root / "results") if root else Path.cwd() / "results"
+
+
+def resolve_results_dir(results_dir: str | os.PathLike | None) -> Path:
+    """Empty or ``None`` means :func:`default_results_dir` (notebook parameters are strings)."""
+    return Path(results_dir) if results_dir else default_results_dir()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def unit_key(config: Mapping[str, Any], fingerprint: str) -> str:
+    """Hash of (config, data fingerprint, package version): the cache key of a unit."""
+    payload = canonical_json({"config": config, "data": fingerprint, "version": __version__})
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The checkout's commit, with ``-dirty`` when the tree has changes; ``unknown`` outside git."""
+    root = repo_root() or Path.cwd()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("GBLEND_GIT_COMMIT", "unknown")
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(device: str) -> dict[str, Any]:
+    """Where and with what a result was produced."""
+    info: dict[str, Any] = {
+        "gblend_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+    return info
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` so that ``path`` either does not exist or holds the complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=1, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class UnitStore:
+    """The result files of one experiment at one scale."""
+
+    def __init__(self, results_dir: str | os.PathLike | None, experiment: str, scale: str):
+        self.root = resolve_results_dir(results_dir) / experiment / scale
+
+    def path(self, dataset: str, key: str) -> Path:
+        return self.root / dataset / f"{key}.json"
+
+    def has(self, dataset: str, key: str) -> bool:
+        return self.path(dataset, key).exists()
+
+    def save(self, dataset: str, key: str, record: Mapping[str, Any]) -> Path:
+        path = self.path(dataset, key)
+        write_json_atomic(path, dict(record))
+        return path
+
+    def load(self, dataset: str, key: str) -> dict[str, Any]:
+        return json.loads(self.path(dataset, key).read_text())
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self.root.glob("*/*.json")):
+            yield json.loads(path.read_text())
+
+
+def history_to_json(history: pd.DataFrame) -> dict[str, list]:
+    """A compact column-wise form of a training history for the unit file."""
+    return {col: history[col].tolist() for col in history.columns}
+
+
+def history_from_json(columns: Mapping[str, list]) -> pd.DataFrame:
+    return pd.DataFrame(dict(columns))
+
+
+# --- The paper's numbers, quoted as data (paper.md §1; Kinetics, video top-1 V@1, %) -------
+
+
+def paper_table1() -> pd.DataFrame:
+    """Paper Table 1: best uni-modal vs naive late fusion on Kinetics (V@1, %)."""
+    rows = [
+        ("A + RGB", 71.4, "RGB", 72.6, -1.2),
+        ("RGB + OF", 71.3, "RGB", 72.6, -1.3),
+        ("A + OF", 58.3, "OF", 62.1, -3.8),
+        ("A + RGB + OF", 70.0, "RGB", 72.6, -2.6),
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["multi_modal", "multi_v1", "best_uni", "best_uni_v1", "drop"]
+    )
+    frame["source"] = "Wang et al. 2020, Table 1 (Kinetics, V@1 %)"
+    return frame
+
+
+def paper_figure4_endpoints() -> pd.DataFrame:
+    """Paper Fig. 4, end-of-training error rates read off the plot (approximate, ±0.02)."""
+    rows = [
+        ("Kinetics", "A", 0.86, 0.40),
+        ("Kinetics", "V", 0.38, 0.26),
+        ("Kinetics", "AV", 0.385, 0.19),
+        ("mini-Sports", "A", 0.86, 0.665),
+        ("mini-Sports", "V", 0.51, 0.40),
+        ("mini-Sports", "AV", 0.515, 0.36),
+    ]
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "val_error", "train_error"])
+    frame["source"] = "Wang et al. 2020, Fig. 4 (values read off the plot)"
+    return frame

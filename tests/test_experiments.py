@@ -1,0 +1,140 @@
+"""The grid runner: caching, resuming after a kill, and the Table 1 analysis."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gblend import experiments as ex
+from gblend.experiments import runner
+from gblend.experiments.stats import HIGHER, LOWER, NO_DIFFERENCE, paired_difference
+
+# A small grid whose units take a fraction of a second each at smoke scale.
+GRID = {"scale": "smoke", "datasets": "mfeat", "epochs": 6, "progress": False}
+
+
+def result_files(root):
+    return sorted(root.rglob("*.json"))
+
+
+def test_rerun_skips_finished_units(tmp_path, monkeypatch):
+    runs, _ = ex.table1(results_dir=str(tmp_path), **GRID)
+    files = result_files(tmp_path)
+    assert len(files) == len(runs) == 7
+    stamps = [f.stat().st_mtime_ns for f in files]
+
+    def must_not_run(unit):
+        raise AssertionError(f"unit {unit.combo} was run again")
+
+    monkeypatch.setattr(runner, "run_unit", must_not_run)
+    again, _ = ex.table1(results_dir=str(tmp_path), **GRID)
+    pd.testing.assert_frame_equal(runs, again)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+
+
+def test_a_changed_setting_is_a_new_unit(tmp_path):
+    ex.table1(results_dir=str(tmp_path), **GRID)
+    ex.table1(results_dir=str(tmp_path), **{**GRID, "epochs": 7})
+    assert len(result_files(tmp_path)) == 7 + 7
+
+
+def test_result_records_carry_provenance(tmp_path):
+    ex.table1(results_dir=str(tmp_path), **GRID)
+    record = json.loads(result_files(tmp_path)[0].read_text())
+    for field in ("git_commit", "torch_version", "device", "gblend_version"):
+        assert record["provenance"][field]
+    assert len(record["data_fingerprint"]) == 64
+    assert record["config"]["train"]["epochs"] == 6
+    assert set(record["split_sizes"]) == {"train", "heldout", "val", "test"}
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path):
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    code = (
+        "from gblend import experiments as ex; "
+        f"ex.table1(results_dir={str(interrupted)!r}, **{GRID!r})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not result_files(interrupted) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(result_files(interrupted))
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 1 <= done_before < 7
+    # every file present is complete JSON: none was left half-written
+    for path in result_files(interrupted):
+        json.loads(path.read_text())
+
+    resumed, _ = ex.table1(results_dir=str(interrupted), **GRID)
+    reference, _ = ex.table1(results_dir=str(clean), **GRID)
+    columns = ["dataset", "combo", "seed", "test_acc", "val_acc", "best_epoch", "key"]
+    pd.testing.assert_frame_equal(resumed[columns], reference[columns])
+
+
+def test_paired_difference_and_direction():
+    lower = paired_difference([0.70, 0.71, 0.69], [0.75, 0.77, 0.74])
+    assert lower.mean == pytest.approx(-0.0533333, abs=1e-6)
+    assert lower.high < 0 and lower.direction == LOWER
+    assert paired_difference([0.8, 0.9, 0.85], [0.7, 0.8, 0.76]).direction == HIGHER
+    noisy = paired_difference([0.70, 0.80, 0.60], [0.71, 0.70, 0.72])
+    assert noisy.low < 0 < noisy.high and noisy.direction == NO_DIFFERENCE
+    single = paired_difference([0.9], [0.1])
+    assert single.direction == NO_DIFFERENCE and np.isinf(single.high)
+
+
+def fake_runs(joint_minus_uni: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and histories of a 2-modality data set with a chosen joint-vs-best difference."""
+    runs, hist = [], []
+    for seed, delta in enumerate(joint_minus_uni):
+        for combo, n, test, val, train in (
+            ("a", 1, 0.80, 0.80, 0.85),
+            ("b", 1, 0.50, 0.50, 0.90),
+            ("a+b", 2, 0.80 + delta, 0.80 + delta, 0.95),
+        ):
+            runs.append(
+                {
+                    "dataset": "d",
+                    "combo": combo,
+                    "n_modalities": n,
+                    "seed": seed,
+                    "test_acc": test,
+                    "val_acc": val,
+                }
+            )
+            for split, acc in (("train_subset", train), ("val", val)):
+                hist.append(
+                    {
+                        "dataset": "d",
+                        "combo": combo,
+                        "seed": seed,
+                        "epoch": 3,
+                        "head": "joint",
+                        "split": split,
+                        "acc": acc,
+                        "loss": 1 - acc,
+                    }
+                )
+    return pd.DataFrame(runs), pd.DataFrame(hist)
+
+
+def test_table1_verdicts_follow_the_numbers():
+    runs, hist = fake_runs([-0.05, -0.04, -0.06])
+    summary = ex.summarize(runs)
+    row = summary.iloc[0]
+    assert row.best_uni == "a" and row.delta == pytest.approx(-5.0)
+    assert row.verdict == LOWER
+    verdicts = ex.claims(runs, hist).set_index("claim").verdict
+    assert verdicts[1] == "reproduced"
+    assert verdicts[2] == "reproduced"  # joint fits train better and generalises worse
+    assert verdicts[3] == "reproduced"  # b overfits most, joint more than a
+
+    better, hist = fake_runs([0.05, 0.04, 0.06])
+    assert ex.summarize(better).iloc[0].verdict == HIGHER
+    assert ex.claims(better, hist).set_index("claim").verdict[1] == "not reproduced"
