@@ -103,6 +103,9 @@ def standardise(
     return out, {"mean_abs_max": float(np.max(np.abs(mean))), "std_min": float(np.min(std))}
 
 
+ROUND_DECIMALS = 4
+
+
 def fingerprint(
     name: str,
     knobs: Mapping[str, Any],
@@ -110,13 +113,20 @@ def fingerprint(
     y: np.ndarray,
     splits: Mapping[str, np.ndarray],
 ) -> str:
-    """sha256 over the dataset name, knobs, arrays (in modality-name order) and split indices."""
+    """sha256 over the dataset name, knobs, arrays (in modality-name order) and split indices.
+
+    Float arrays are hashed at 4 decimals (1e-4 of a standardised feature): the same data made
+    on another machine (another BLAS, another CPU) may differ in the last bits, and must get
+    the same fingerprint so that results computed there are recognised here.
+    """
     h = hashlib.sha256()
     h.update(name.encode())
     h.update(json.dumps(dict(knobs), sort_keys=True, default=str).encode())
     for m in sorted(x):
         arr = np.ascontiguousarray(x[m])
         h.update(f"{m}:{arr.dtype}:{arr.shape}".encode())
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.round(arr.astype(np.float64), ROUND_DECIMALS) + 0.0  # + 0.0: no -0.0
         h.update(arr.tobytes())
     h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
     for s in SPLIT_NAMES:
