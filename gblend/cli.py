@@ -1,9 +1,15 @@
-"""Command line: ``gblend reproduce`` runs the notebooks through papermill into the book."""
+"""Command line.
+
+``gblend reproduce`` runs the notebooks through papermill into the book; ``gblend compute``
+runs an experiment's grid without notebooks (e.g. on a GPU machine that has no papermill),
+split over several processes, so that the notebooks later find every result cached.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -153,6 +159,74 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard must look like 2/8, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard i/k needs 0 <= i < k, got {text!r}")
+    return index, count
+
+
+def _compute_args(args: argparse.Namespace) -> list[str]:
+    out = [args.experiment, "--scale", args.scale, "--device", args.device]
+    if args.datasets:
+        out += ["--datasets", args.datasets]
+    if args.results_dir:
+        out += ["--results-dir", args.results_dir]
+    return out
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    from gblend import experiments  # torch is heavy: import only for this command
+
+    grids = experiments.GRIDS
+    if args.experiment not in grids:
+        raise CliError(f"unknown experiment {args.experiment!r}; valid: {', '.join(grids)}")
+    started = time.perf_counter()
+    if args.shard is not None or args.jobs == 1:
+        runs, _ = grids[args.experiment](
+            scale=args.scale,
+            datasets=args.datasets or None,
+            device=args.device,
+            results_dir=args.results_dir or None,
+            progress=not args.quiet,
+            shard=args.shard,
+        )
+        print(
+            f"{args.experiment} {args.scale} shard {args.shard}: {len(runs)} runs, "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        return 0
+    # Independent processes, each taking every k-th unit: results are per-unit files, so they
+    # never write the same file, and a killed process loses only the unit in flight.
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gblend",
+                "compute",
+                *_compute_args(args),
+                "--shard",
+                f"{i}/{args.jobs}",
+                "--quiet",
+            ]
+        )
+        for i in range(args.jobs)
+    ]
+    codes = [p.wait() for p in procs]
+    seconds = time.perf_counter() - started
+    print(
+        f"{args.experiment} {args.scale}: {args.jobs} processes, {seconds:.1f} s, "
+        f"exit codes {codes}",
+        flush=True,
+    )
+    return 0 if all(c == 0 for c in codes) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gblend", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gblend {__version__}")
@@ -184,6 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", help="executed notebooks (default: <repo>/book/generated)")
     rep.add_argument("--notebooks-dir", help="notebook templates (default: <repo>/notebooks)")
     rep.set_defaults(func=cmd_reproduce)
+
+    comp = sub.add_parser(
+        "compute",
+        help="run an experiment's grid (no notebooks), optionally in parallel processes",
+        description="Run an experiment's grid into the results folder; finished units are "
+        "skipped, so this can be resumed and the notebooks then only read results.",
+    )
+    comp.add_argument("experiment", help="experiment name, e.g. table1")
+    comp.add_argument("--scale", choices=SCALES, default="cpu")
+    comp.add_argument("--datasets", default="", help="comma-separated data sets (default: all)")
+    comp.add_argument("--device", default="auto", help="torch device (default: auto)")
+    comp.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
+    comp.add_argument("--jobs", type=int, default=1, help="parallel processes (default: 1)")
+    comp.add_argument("--shard", type=_parse_shard, help="run only shard i/k of the grid")
+    comp.add_argument("--quiet", action="store_true", help="no progress bar")
+    comp.set_defaults(func=cmd_compute)
     return parser
 
 

@@ -138,3 +138,14 @@ def test_table1_verdicts_follow_the_numbers():
     better, hist = fake_runs([0.05, 0.04, 0.06])
     assert ex.summarize(better).iloc[0].verdict == HIGHER
     assert ex.claims(better, hist).set_index("claim").verdict[1] == "not reproduced"
+
+
+def test_compute_command_splits_the_grid_over_processes(tmp_path):
+    from gblend.cli import main
+
+    args = ["compute", "table1", "--scale", "smoke", "--datasets", "mfeat", "--quiet"]
+    assert main([*args, "--results-dir", str(tmp_path), "--jobs", "2"]) == 0
+    assert len(result_files(tmp_path)) == 7
+    with pytest.raises(SystemExit):
+        main([*args, "--shard", "3/2"])
+    assert main(["compute", "nope", "--results-dir", str(tmp_path)]) == 2

@@ -11,7 +11,11 @@ from gblend.experiments.table1 import (
     table1,
 )
 
+# Experiments runnable by ``gblend compute``: name -> grid function.
+GRIDS = {"table1": table1}
+
 __all__ = [
+    "GRIDS",
     "PAPER_NAMES",
     "SCALES",
     "Scale",
