@@ -22,10 +22,12 @@ def figure4(curves: pd.DataFrame) -> plt.Figure:
     """
     style()
     datasets = list(dict.fromkeys(curves.dataset))
-    fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False, sharey=False
-    )
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    ncols = min(2, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(datasets) :]:
+        ax.set_visible(False)
+    for ax, dataset in zip(axes.flat, datasets, strict=False):
         sub = curves[curves.dataset == dataset]
         labels = {r: f"{r}: {c}" for r, c in sub[["role", "combo"]].drop_duplicates().values}
         sns.lineplot(

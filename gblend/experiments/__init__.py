@@ -5,6 +5,7 @@ from gblend.experiments.scales import SCALES, Scale, get_scale
 from gblend.experiments.table1 import (
     PAPER_NAMES,
     claims,
+    compare_scales,
     figure4_curves,
     side_by_side,
     summarize,
@@ -21,6 +22,7 @@ __all__ = [
     "Scale",
     "Unit",
     "claims",
+    "compare_scales",
     "figure4_curves",
     "get_scale",
     "history_frame",

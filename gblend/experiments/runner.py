@@ -122,10 +122,12 @@ def run_grid(
     *,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    run_missing: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every unit not yet on disk; return the records of all units (cached or new).
 
-    With ``shard=(i, k)`` only units ``i, i+k, ...`` are run and returned.
+    With ``shard=(i, k)`` only units ``i, i+k, ...`` are run and returned. With
+    ``run_missing=False`` nothing is trained: only the units already on disk are returned.
     """
     if shard is not None:
         index, count = shard
@@ -141,6 +143,8 @@ def run_grid(
         bar.set_postfix_str(f"{unit.dataset} {unit.combo} seed {unit.seed}")
         if store.has(unit.dataset, key):
             records.append(store.load(unit.dataset, key))
+            continue
+        if not run_missing:
             continue
         record = run_unit(unit)
         store.save(unit.dataset, key, record)

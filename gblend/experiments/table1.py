@@ -95,10 +95,16 @@ def table1(
     epochs: int = 0,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    run_missing: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or load) the Table 1 grid; return (runs, history) as tidy DataFrames."""
+    """Run (or load) the Table 1 grid; return (runs, history) as tidy DataFrames.
+
+    ``run_missing=False`` only loads the units already computed (e.g. another scale's).
+    """
     units = table1_units(scale, datasets, seeds, device, epochs)
-    records = run_grid(units, results_dir, progress=progress, shard=shard)
+    records = run_grid(
+        units, results_dir, progress=progress, shard=shard, run_missing=run_missing
+    )
     return runs_frame(records), history_frame(records)
 
 
@@ -316,3 +322,28 @@ def side_by_side(summary: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def compare_scales(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The delta (joint - best uni, with its interval and verdict) of each scale, side by side."""
+    frames = []
+    for scale, summary in summaries.items():
+        if summary.empty:
+            continue
+        part = summary.set_index(["dataset", "multi_modal"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    f"{scale}: delta [95% CI]": [
+                        f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                        for d, lo, hi in zip(
+                            part.delta, part.delta_low, part.delta_high, strict=True
+                        )
+                    ],
+                    f"{scale}: verdict": part.verdict,
+                    f"{scale}: seeds": part.seeds,
+                },
+                index=part.index,
+            )
+        )
+    return pd.concat(frames, axis=1).reset_index() if frames else pd.DataFrame()
