@@ -104,6 +104,10 @@ class Trainer:
     ``restore_best``), ``history_`` (a tidy DataFrame: epoch, head, split, loss, acc; epoch 0
     is the model before training), ``best_epoch_``, ``epochs_run_``, ``seconds_``,
     ``train_seconds_`` (time in optimisation steps only) and ``device_``.
+
+    ``fit`` is ``start`` + ``train_epochs`` + ``finish``; callers that change the loss weights
+    during training (online G-Blend) call ``train_epochs`` several times in between, and the
+    optimizer state, the learning-rate schedule and the history carry on across the calls.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -117,103 +121,140 @@ class Trainer:
         splits: Mapping[str, np.ndarray],
         loss_weights: Mapping[str, float] | None = None,
     ) -> Trainer:
+        self.start(model, x, y, splits)
+        self.train_epochs(self.config.epochs, loss_weights)
+        return self.finish()
+
+    def start(
+        self,
+        model: nn.Module,
+        x: Mapping[str, torch.Tensor],
+        y: torch.Tensor,
+        splits: Mapping[str, np.ndarray],
+    ) -> Trainer:
+        """Move model and data to the device, build the optimizer, record epoch 0."""
         cfg = self.config
         missing = [s for s in REQUIRED_SPLITS if s not in splits]
         if missing:
             raise ValueError(f"splits lack {missing}; need {', '.join(REQUIRED_SPLITS)}")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
-        started = time.perf_counter()
-        device = resolve_device(cfg.device)
+        self._started = time.perf_counter()
+        self.device_ = str(device := resolve_device(cfg.device))
         torch.manual_seed(cfg.seed)  # dropout draws from the global generator
-        shuffle = torch.Generator().manual_seed(cfg.seed)
-        model = model.to(device)
-        x_dev = {m: t.to(device) for m, t in x.items()}
-        y_dev = y.to(device)
+        self._shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.model_ = model.to(device)
+        self._x = {m: t.to(device) for m, t in x.items()}
+        self._y = y.to(device)
         index = {s: torch.as_tensor(np.asarray(splits[s]), dtype=torch.long) for s in splits}
-        train_index = index["train"].to(device)
+        self._train_index = index["train"].to(device)
         rng = np.random.default_rng(cfg.seed)
-        subset_size = min(cfg.train_subset_size, len(train_index))
-        subset = np.sort(rng.choice(len(train_index), size=subset_size, replace=False))
-        eval_index = {
-            TRAIN_SUBSET: train_index[torch.as_tensor(subset)],
+        subset_size = min(cfg.train_subset_size, len(self._train_index))
+        subset = np.sort(rng.choice(len(self._train_index), size=subset_size, replace=False))
+        self._eval_index = {
+            TRAIN_SUBSET: self._train_index[torch.as_tensor(subset)],
             **{s: index[s].to(device) for s in ("heldout", "val", "test")},
         }
-        weights = dict(loss_weights) if loss_weights is not None else None
-        optimizer = make_optimizer(model.parameters(), cfg)
-        schedule = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        self.optimizer_ = make_optimizer(self.model_.parameters(), cfg)
+        self._schedule = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer_, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
+        )
+        self._rows: list[dict] = []
+        self.epochs_run_ = 0
+        self.train_seconds_ = 0.0
+        self.best_epoch_, self._best_acc, self._best_state = 0, -1.0, None
+        self.stopped_ = False
+        self._record(0)
+        self.heads_ = tuple(dict.fromkeys(r["head"] for r in self._rows))
+        return self
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        return pd.DataFrame(self._rows)
+
+    @property
+    def lr_(self) -> float:
+        """The learning rate the next epoch will use."""
+        return float(self.optimizer_.param_groups[0]["lr"])
+
+    def measure(self, split: str) -> dict[str, tuple[float, float]]:
+        """Per-head (loss, acc) of the current weights on one of ``EVAL_SPLITS``."""
+        return evaluate(
+            self.model_, self._x, self._y, self._eval_index[split], self.config.eval_batch_size
         )
 
-        rows: list[dict] = []
+    def _record(self, epoch: int) -> float:
+        cfg = self.config
+        val_acc = None
+        for split in self._eval_index:
+            for head, (loss, acc) in self.measure(split).items():
+                self._rows.append(
+                    {"epoch": epoch, "head": head, "split": split, "loss": loss, "acc": acc}
+                )
+                if split == "val" and head == cfg.select_head:
+                    val_acc = acc
+        if val_acc is None:
+            raise ValueError(f"select_head {cfg.select_head!r} is not a head of the model")
+        return val_acc
 
-        def record(epoch: int) -> float:
-            for split, idx in eval_index.items():
-                for head, (loss, acc) in evaluate(
-                    model, x_dev, y_dev, idx, cfg.eval_batch_size
-                ).items():
-                    rows.append(
-                        {"epoch": epoch, "head": head, "split": split, "loss": loss, "acc": acc}
-                    )
-            selected = [
-                r["acc"]
-                for r in rows
-                if r["epoch"] == epoch and r["split"] == "val" and r["head"] == cfg.select_head
-            ]
-            if not selected:
-                raise ValueError(f"select_head {cfg.select_head!r} is not a head of the model")
-            return selected[0]
-
-        record(0)
-        if weights is None:
-            weights = {h: 1.0 for h in {r["head"] for r in rows}}
-        unknown = sorted(set(weights) - {r["head"] for r in rows})
+    def _check_weights(self, loss_weights: Mapping[str, float] | None) -> dict[str, float]:
+        weights = (
+            dict(loss_weights) if loss_weights is not None else dict.fromkeys(self.heads_, 1.0)
+        )
+        unknown = sorted(set(weights) - set(self.heads_))
         if unknown:
             raise ValueError(f"loss weights for unknown heads {unknown}")
         if any(not np.isfinite(w) or w < 0 for w in weights.values()):
             raise ValueError(f"loss weights must be finite and >= 0, got {weights}")
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError("at least one loss weight must be positive")
+        return weights
 
-        best_acc, best_epoch, best_state = -1.0, 0, None
-        train_seconds = 0.0
-        epochs = tqdm(range(1, cfg.epochs + 1), disable=not cfg.progress, desc="epochs")
-        epoch = 0
-        for epoch in epochs:
+    def train_epochs(self, n: int, loss_weights: Mapping[str, float] | None = None) -> Trainer:
+        """Train ``n`` more epochs on the weighted sum of head losses (default: all heads, 1)."""
+        cfg = self.config
+        weights = self._check_weights(loss_weights)
+        self.loss_weights_ = weights
+        model, x, y = self.model_, self._x, self._y
+        last = self.epochs_run_ + n
+        bar = tqdm(range(self.epochs_run_ + 1, last + 1), disable=not cfg.progress, desc="epochs")
+        for epoch in bar:
+            if self.stopped_:
+                break
             tick = time.perf_counter()
             model.train()
-            order = torch.randperm(len(train_index), generator=shuffle).to(device)
+            order = torch.randperm(len(self._train_index), generator=self._shuffle)
+            order = order.to(self._train_index.device)
             for start in range(0, len(order), cfg.batch_size):
-                batch = train_index[order[start : start + cfg.batch_size]]
-                logits = model({m: t[batch] for m, t in x_dev.items()})
-                target = y_dev[batch]
+                batch = self._train_index[order[start : start + cfg.batch_size]]
+                logits = model({m: t[batch] for m, t in x.items()})
+                target = y[batch]
                 loss = sum(
                     w * F.cross_entropy(logits[h], target) for h, w in weights.items() if w > 0
                 )
-                optimizer.zero_grad(set_to_none=True)
+                self.optimizer_.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-            schedule.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - tick
+                self.optimizer_.step()
+            self._schedule.step()
+            if self._train_index.device.type == "cuda":
+                torch.cuda.synchronize(self._train_index.device)
+            self.train_seconds_ += time.perf_counter() - tick
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {float(loss)} at epoch {epoch}")
-            val_acc = record(epoch)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
+            self.epochs_run_ = epoch
+            val_acc = self._record(epoch)
+            if val_acc > self._best_acc:
+                self._best_acc, self.best_epoch_ = val_acc, epoch
                 if cfg.restore_best:
-                    best_state = copy.deepcopy(model.state_dict())
-            epochs.set_postfix(val_acc=f"{val_acc:.3f}", best=best_epoch)
-            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-                break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+                    self._best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(val_acc=f"{val_acc:.3f}", best=self.best_epoch_)
+            if cfg.patience is not None and epoch - self.best_epoch_ >= cfg.patience:
+                self.stopped_ = True
+        return self
 
-        self.model_ = model
-        self.history_ = pd.DataFrame(rows)
-        self.best_epoch_ = best_epoch
-        self.epochs_run_ = epoch
-        self.loss_weights_ = weights
-        self.train_seconds_ = train_seconds
-        self.seconds_ = time.perf_counter() - started
-        self.device_ = str(device)
+    def finish(self) -> Trainer:
+        """Restore the best val epoch's weights (if ``restore_best``) and stop the clock."""
+        if self._best_state is not None:
+            self.model_.load_state_dict(self._best_state)
+        self.seconds_ = time.perf_counter() - self._started
         return self
