@@ -210,8 +210,17 @@ class Trainer:
             raise ValueError("at least one loss weight must be positive")
         return weights
 
-    def train_epochs(self, n: int, loss_weights: Mapping[str, float] | None = None) -> Trainer:
-        """Train ``n`` more epochs on the weighted sum of head losses (default: all heads, 1)."""
+    def train_epochs(
+        self,
+        n: int,
+        loss_weights: Mapping[str, float] | None = None,
+        record_every_epoch: bool = True,
+    ) -> Trainer:
+        """Train ``n`` more epochs on the weighted sum of head losses (default: all heads, 1).
+
+        With ``record_every_epoch=False`` only the last of the ``n`` epochs is measured (the
+        G-Blend estimation copies need the losses before and after, nothing in between).
+        """
         cfg = self.config
         weights = self._check_weights(loss_weights)
         self.loss_weights_ = weights
@@ -242,6 +251,8 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {float(loss)} at epoch {epoch}")
             self.epochs_run_ = epoch
+            if not (record_every_epoch or epoch == last):
+                continue
             val_acc = self._record(epoch)
             if val_acc > self._best_acc:
                 self._best_acc, self.best_epoch_ = val_acc, epoch

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from gblend import blend
 from gblend import data as gdata
 from gblend.models import JOINT, FusionNet, ModelConfig
 from gblend.results import UnitStore, history_to_json, provenance, unit_key
@@ -38,8 +39,9 @@ class Unit:
     seed: int
     train: TrainConfig
     model: ModelConfig
-    method: str = "naive"
+    method: str = "naive"  # one of METHODS
     data_knobs: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, Any] = field(default_factory=dict)  # e.g. G-Blend's windows
 
     @property
     def combo(self) -> str:
@@ -48,7 +50,7 @@ class Unit:
     def config(self) -> dict[str, Any]:
         """Everything that determines the result (hashed into the cache key)."""
         train = {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
-        return {
+        config = {
             "experiment": self.experiment,
             "dataset": self.dataset,
             "modalities": list(self.modalities),
@@ -58,6 +60,9 @@ class Unit:
             "train": train,
             "model": asdict(self.model),
         }
+        if self.method_params:  # absent for naive runs, whose keys predate the field
+            config["method_params"] = dict(sorted(self.method_params.items()))
+        return config
 
 
 @lru_cache(maxsize=4)
@@ -71,30 +76,52 @@ def load_unit_data(unit: Unit) -> gdata.Dataset:
     return full.select(unit.modalities)
 
 
-def train_unit(unit: Unit, dataset: gdata.Dataset) -> Trainer:
-    """Naive training: the late-fusion model with the fused head's loss alone."""
-    if unit.method != "naive":
-        raise ValueError(f"unknown method {unit.method!r}; valid: 'naive'")
+METHODS = ("naive", "uniform", "offline", "online")
+
+
+def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, Any]]:
+    """Train one unit by its method; return the trainer and method-specific results.
+
+    naive: the fused head's loss alone (paper Fig. 2b; a single modality is Fig. 2a);
+    uniform: every head of the multi-head model with equal weight (the paper's "auxiliary
+    loss"); offline / online: G-Blend, Algorithms 2 and 3 (``gblend.blend``).
+    """
+    if unit.method not in METHODS:
+        raise ValueError(f"unknown method {unit.method!r}; valid: {', '.join(METHODS)}")
     torch.manual_seed(unit.seed)
     model = FusionNet(dataset.specs, dataset.n_classes, unit.model)
-    return Trainer(unit.train).fit(
-        model, dataset.x, dataset.y, dataset.splits, loss_weights={JOINT: 1.0}
-    )
+    data = (model, dataset.x, dataset.y, dataset.splits)
+    params = dict(unit.method_params)
+    if unit.method == "naive":
+        return Trainer(unit.train).fit(*data, loss_weights={JOINT: 1.0}), {}
+    if unit.method == "uniform":
+        weights = blend.uniform_weights(model.heads)
+        return Trainer(unit.train).fit(*data, loss_weights=weights), {"weights": [weights]}
+    policy = blend.DegeneratePolicy(min_weight=params.pop("min_weight", 0.01))
+    if unit.method == "offline":
+        run = blend.train_offline(*data, unit.train, policy=policy, **params)
+    else:
+        run = blend.train_online(*data, unit.train, policy=policy, **params)
+    return run.trainer, {
+        "weights": run.weights_json(),
+        "estimation_epochs": run.estimation_epochs,
+        "estimation_seconds": run.estimation_seconds,
+    }
 
 
 def run_unit(unit: Unit) -> dict[str, Any]:
     """Train one unit and return its result record (metrics, history, provenance)."""
     started = time.perf_counter()
     dataset = load_unit_data(unit)
-    trainer = train_unit(unit, dataset)
+    trainer, extras = train_unit(unit, dataset)
     history = trainer.history_
-    at_best = history[(history.epoch == trainer.best_epoch_) & (history["head"] == JOINT)]
+    at_best = history[history.epoch == trainer.best_epoch_]
     metrics = {
         f"{row.split}_{name}": float(getattr(row, name))
-        for row in at_best.itertuples()
+        for row in at_best[at_best["head"] == JOINT].itertuples()
         for name in ("acc", "loss")
     }
-    return {
+    record = {
         "key": unit_key(unit.config(), dataset.fingerprint),
         "experiment": unit.experiment,
         "scale": unit.scale,
@@ -114,6 +141,14 @@ def run_unit(unit: Unit) -> dict[str, Any]:
         "train_seconds": trainer.train_seconds_,
         "provenance": provenance(trainer.device_),
     }
+    if unit.method != "naive":
+        # every head of the multi-head model at the selected epoch (the fused head is the one
+        # reported; the others show what each modality's own classifier learned)
+        record["head_metrics"] = {
+            head: {row.split: float(row.acc) for row in rows.itertuples()}
+            for head, rows in at_best.groupby("head")
+        }
+    return record | extras
 
 
 def run_grid(
