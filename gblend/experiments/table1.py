@@ -102,9 +102,7 @@ def table1(
     ``run_missing=False`` only loads the units already computed (e.g. another scale's).
     """
     units = table1_units(scale, datasets, seeds, device, epochs)
-    records = run_grid(
-        units, results_dir, progress=progress, shard=shard, run_missing=run_missing
-    )
+    records = run_grid(units, results_dir, progress=progress, shard=shard, run_missing=run_missing)
     return runs_frame(records), history_frame(records)
 
 

@@ -1,0 +1,430 @@
+"""Paper Tables 2 and 4: G-Blend against naive late fusion and the best uni-modal model.
+
+The naive and uni-modal runs are the Table 1 grid's own (same units, same cache), so every
+method of a data set is compared on the same seeds and splits. The G-Blend runs (offline,
+Algorithm 2; online, Algorithm 3) and the equal-weight "auxiliary loss" runs train the
+multi-head model and are cached under the experiment name ``gblend``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from gblend.experiments.runner import Unit, run_grid, runs_frame
+from gblend.experiments.stats import paired_difference
+from gblend.experiments.table1 import PAPER_NAMES, best_unimodal, study_modalities, table1_units
+from gblend.models import JOINT
+
+STORE = "gblend"
+# The paper's online schedule: a warm-up super-epoch of 10 epochs, then 5, of about 45.
+PAPER_EPOCHS, PAPER_WARMUP, PAPER_SUPER_EPOCH = 45, 10, 5
+
+
+def blend_params(method: str, epochs: int) -> dict[str, Any]:
+    """Method parameters at a given run length (the paper's proportions, at least 1 epoch).
+
+    offline: the estimation window n = N, the whole run, as in the paper's Algorithm 2.
+    online: warm-up and super-epoch lengths scaled from the paper's 10 and 5 of 45 epochs.
+    """
+    if method == "offline":
+        return {"estimate_epochs": epochs}
+    if method == "online":
+        return {
+            "warmup": max(1, round(epochs * PAPER_WARMUP / PAPER_EPOCHS)),
+            "length": max(1, round(epochs * PAPER_SUPER_EPOCH / PAPER_EPOCHS)),
+        }
+    return {}
+
+
+def blend_unit(naive: Unit, method: str) -> Unit:
+    """The multi-head twin of a naive unit: same data, seed and schedule, another loss."""
+    return replace(
+        naive,
+        experiment=STORE,
+        method=method,
+        model=replace(naive.model, modality_heads=True),
+        method_params=blend_params(method, naive.train.epochs),
+    )
+
+
+def _grid(
+    scale: str,
+    datasets: str | Sequence[str] | None,
+    seeds: int,
+    device: str,
+    epochs: int,
+    methods: Sequence[str],
+    all_combos: bool,
+) -> list[Unit]:
+    units = []
+    for naive in table1_units(scale, datasets, seeds, device, epochs):
+        n_study = len(study_modalities(naive.dataset))
+        is_full = len(naive.modalities) == n_study
+        if len(naive.modalities) == 1 or is_full or all_combos:
+            units.append(naive)
+        if len(naive.modalities) > 1 and (is_full or all_combos):
+            units.extend(blend_unit(naive, m) for m in methods)
+    return units
+
+
+class BlendResults(NamedTuple):
+    runs: pd.DataFrame  # one row per run (the fused head's metrics)
+    weights: pd.DataFrame  # one row per (run, super-epoch, head) of each estimate
+    heads: pd.DataFrame  # accuracy of every head of the multi-head runs, per split
+
+
+def _run(units: list[Unit], results_dir, progress, shard, run_missing) -> BlendResults:
+    records = run_grid(units, results_dir, progress=progress, shard=shard, run_missing=run_missing)
+    return BlendResults(runs_frame(records), weights_frame(records), heads_frame(records))
+
+
+def heads_frame(records) -> pd.DataFrame:
+    """Accuracy of every head of each multi-head run at its selected epoch."""
+    rows = [
+        {
+            "dataset": rec["dataset"],
+            "combo": rec["combo"],
+            "method": rec["method"],
+            "seed": rec["seed"],
+            "head": head,
+            "split": split,
+            "acc": acc,
+        }
+        for rec in records
+        for head, accs in rec.get("head_metrics", {}).items()
+        for split, acc in accs.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def table2(
+    scale: str = "cpu",
+    datasets: str | Sequence[str] | None = None,
+    seeds: int = 0,
+    device: str = "auto",
+    results_dir: str | None = None,
+    epochs: int = 0,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    run_missing: bool = True,
+) -> BlendResults:
+    """Best uni-modal, naive, offline and online G-Blend (and equal weights) on all modalities."""
+    units = _grid(
+        scale, datasets, seeds, device, epochs, ("offline", "online", "uniform"), all_combos=False
+    )
+    return _run(units, results_dir, progress, shard, run_missing)
+
+
+def table4(
+    scale: str = "cpu",
+    datasets: str | Sequence[str] | None = None,
+    seeds: int = 0,
+    device: str = "auto",
+    results_dir: str | None = None,
+    epochs: int = 0,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    run_missing: bool = True,
+) -> BlendResults:
+    """Every modality combination: naive, best uni-modal and offline G-Blend with its weights."""
+    units = _grid(scale, datasets, seeds, device, epochs, ("offline",), all_combos=True)
+    return _run(units, results_dir, progress, shard, run_missing)
+
+
+def weights_frame(records) -> pd.DataFrame:
+    """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules."""
+    rows = []
+    for rec in records:
+        for i, est in enumerate(rec.get("weights", [])):
+            if "weights" not in est:  # equal weights: nothing was estimated
+                continue
+            rules: dict[str, list[str]] = {}
+            for f in est["fallbacks"]:
+                rules.setdefault(f["head"], []).append(f["rule"])
+            for head, weight in est["weights"].items():
+                rows.append(
+                    {
+                        "dataset": rec["dataset"],
+                        "combo": rec["combo"],
+                        "method": rec["method"],
+                        "seed": rec["seed"],
+                        "super_epoch": i,
+                        "start_epoch": est["context"].get("start_epoch", 0),
+                        "n_epochs": est["context"].get("n_epochs"),
+                        "head": head,
+                        "weight": weight,
+                        "delta_g": est["delta_g"][head],
+                        "delta_o": est["delta_o"][head],
+                        "ogr": est["ogr"][head],
+                        "fallbacks": ",".join(rules.get(head, []) + rules.get("*", [])),
+                        "optimizer": rec["config"]["train"]["optimizer"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+METHOD_ORDER = ["best uni", "naive", "uniform", "offline", "online"]
+METHOD_LABELS = {
+    "best uni": "best uni-modal",
+    "naive": "naive late fusion",
+    "uniform": "equal weights (auxiliary loss)",
+    "offline": "offline G-Blend",
+    "online": "online G-Blend",
+}
+
+
+def _method_runs(runs: pd.DataFrame, dataset: str, combo: str) -> dict[str, pd.Series]:
+    """Test accuracy per seed of each method on one combination (best uni chosen by val)."""
+    sub = runs[runs.dataset == dataset]
+    best = best_unimodal(sub, among=combo.split("+"))
+    out = {"best uni": sub[(sub.combo == best)].set_index("seed").test_acc}
+    for method in ("naive", "uniform", "offline", "online"):
+        rows = sub[(sub.combo == combo) & (sub.method == method)]
+        if len(rows):
+            out[method] = rows.set_index("seed").test_acc
+    return {m: s.sort_index() * 100 for m, s in out.items()}
+
+
+def compare_methods(runs: pd.DataFrame, combos: str = "full") -> pd.DataFrame:
+    """Per data set and combination: each method's test accuracy, and its paired difference
+    from naive fusion and from the best uni-modal model (mean, 95% t-interval, verdict)."""
+    rows = []
+    for dataset in runs.dataset.unique():
+        sub = runs[runs.dataset == dataset]
+        multi = [
+            c
+            for c in sub[sub.n_modalities > 1].combo.unique()
+            if combos == "all" or c.count("+") == max(sub.combo.str.count(r"\+"))
+        ]
+        for combo in multi:
+            per_method = _method_runs(runs, dataset, combo)
+            best = best_unimodal(sub, among=combo.split("+"))
+            for method in [m for m in METHOD_ORDER if m in per_method]:
+                acc = per_method[method]
+                row = {
+                    "dataset": dataset,
+                    "combo": combo,
+                    "method": method,
+                    "best_uni": best,
+                    "acc": acc.mean(),
+                    "acc_std": acc.std(ddof=1) if len(acc) > 1 else float("nan"),
+                    "seeds": len(acc),
+                }
+                for ref in ("naive", "best uni"):
+                    if method in (ref, "best uni") or ref not in per_method:
+                        continue
+                    seeds = acc.index.intersection(per_method[ref].index)
+                    diff = paired_difference(acc[seeds], per_method[ref][seeds])
+                    tag = "vs_naive" if ref == "naive" else "vs_uni"
+                    row |= {
+                        f"{tag}": diff.mean,
+                        f"{tag}_low": diff.low,
+                        f"{tag}_high": diff.high,
+                        f"{tag}_verdict": diff.direction,
+                    }
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def _ci(row, tag: str) -> str:
+    if pd.isna(row.get(tag)):
+        return "—"
+    return (
+        f"{row[tag]:+.1f} [{row[tag + '_low']:+.1f}, {row[tag + '_high']:+.1f}] "
+        f"{row[tag + '_verdict']}"
+    )
+
+
+def table2_display(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Our Table 2: test accuracy %, mean ± std; paired differences with 95% CI and verdict."""
+    rows = []
+    for _, row in comparison.iterrows():
+        label = METHOD_LABELS[row.method]
+        if row.method == "best uni":
+            label += f" ({row.best_uni})"
+        rows.append(
+            {
+                "dataset": row.dataset,
+                "combo": row.combo,
+                "method": label,
+                "ours: acc": _pm(row.acc, row.acc_std),
+                "ours: vs naive": _ci(row, "vs_naive"),
+                "ours: vs best uni": _ci(row, "vs_uni"),
+                "seeds": row.seeds,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mean_weights(weights: pd.DataFrame, method: str = "offline") -> pd.DataFrame:
+    """Mean ± std over seeds of each head's weight per data set and combination."""
+    w = weights[(weights.method == method) & (weights.super_epoch == 0)]
+    summary = w.groupby(["dataset", "combo", "head"], sort=False).agg(
+        weight=("weight", "mean"),
+        weight_std=("weight", "std"),
+        seeds=("seed", "nunique"),
+        n_epochs=("n_epochs", "first"),
+        optimizer=("optimizer", "first"),
+        fallbacks=("fallbacks", lambda s: sum(bool(v) for v in s)),
+    )
+    return summary.reset_index()
+
+
+def table4_display(
+    comparison: pd.DataFrame, weights: pd.DataFrame, paper: pd.DataFrame
+) -> pd.DataFrame:
+    """Our Table 4 per combination: weights, naive, best uni, G-Blend; the paper's beside."""
+    mw = mean_weights(weights)
+    paper_rows = paper.set_index("modal")
+    rows = []
+    for (dataset, combo), group in comparison.groupby(["dataset", "combo"], sort=False):
+        by = group.set_index("method")
+        w = mw[(mw.dataset == dataset) & (mw.combo == combo)]
+        weights_text = ", ".join(
+            f"{h}: {_pm(m * 100, s * 100)}"
+            for h, m, s in zip(w["head"], w.weight, w.weight_std, strict=True)
+        )
+        parts = combo.split("+")
+        paper_row = None
+        if dataset == "synthetic" and set(parts) <= set(PAPER_NAMES):
+            names = frozenset(PAPER_NAMES[m] for m in parts)
+            match = [m for m in paper_rows.index if frozenset(m.split(" + ")) == names]
+            paper_row = paper_rows.loc[match[0]] if match else None
+        rows.append(
+            {
+                "dataset": dataset,
+                "combo": combo,
+                "ours: weights % (mean ± std)": weights_text,
+                "ours: best uni": f"{by.loc['best uni', 'best_uni']}: "
+                + _pm(by.loc["best uni", "acc"], by.loc["best uni", "acc_std"]),
+                "ours: naive": _pm(by.loc["naive", "acc"], by.loc["naive", "acc_std"]),
+                "ours: G-Blend": _pm(by.loc["offline", "acc"], by.loc["offline", "acc_std"])
+                if "offline" in by.index
+                else "—",
+                "ours: G-Blend vs naive": _ci(by.loc["offline"], "vs_naive")
+                if "offline" in by.index
+                else "—",
+                "ours: G-Blend vs best uni": _ci(by.loc["offline"], "vs_uni")
+                if "offline" in by.index
+                else "—",
+                "paper: weights": paper_row.weights if paper_row is not None else None,
+                "paper: uni / naive / G-Blend V@1": (
+                    f"{paper_row.uni_v1} / {paper_row.naive_v1} / {paper_row.gblend_v1}"
+                    if paper_row is not None
+                    else None
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _paired(runs: pd.DataFrame, dataset: str, combo: str, a: str, b: str):
+    per_method = _method_runs(runs, dataset, combo)
+    if a not in per_method or b not in per_method:
+        return None
+    seeds = per_method[a].index.intersection(per_method[b].index)
+    return paired_difference(per_method[a][seeds], per_method[b][seeds])
+
+
+def _verdict(hits: int, total: int, seeds: int) -> str:
+    if seeds < 2:
+        return "undetermined (one seed)"
+    if hits == total:
+        return "reproduced"
+    return "partly" if hits else "not reproduced"
+
+
+def _describe(name: str, diff) -> str:
+    return f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] ({diff.direction})"
+
+
+def _claim_row(dataset: str, number: int, statement: str, parts, seeds: int) -> dict:
+    """A claim holds where every listed paired difference is "higher"."""
+    present = [(n, x) for n, x in parts if x is not None]
+    hits = sum(x.direction == "higher" for _, x in present)
+    return {
+        "dataset": dataset,
+        "claim": number,
+        "statement": statement,
+        "verdict": _verdict(hits, len(present), seeds),
+        "evidence": "; ".join(_describe(n, x) for n, x in present),
+    }
+
+
+def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
+    """Verdicts on claims 5, 6, 8, 10 and 13 of paper.md §8, per data set (all modalities)."""
+    rows = []
+    for dataset in runs.dataset.unique():
+        sub = runs[runs.dataset == dataset]
+        combo = max(sub.combo.unique(), key=lambda c: c.count("+"))
+        d = {
+            pair: _paired(runs, dataset, combo, *pair)
+            for pair in (
+                ("offline", "naive"),
+                ("offline", "best uni"),
+                ("online", "offline"),
+                ("offline", "uniform"),
+            )
+        }
+        seeds = min((x.n for x in d.values() if x is not None), default=0)
+
+        def claim(number, statement, parts, dataset=dataset, seeds=seeds):
+            rows.append(_claim_row(dataset, number, statement, parts, seeds))
+
+        claim(
+            5,
+            "offline G-Blend beats naive fusion and the best uni-modal model",
+            [("vs naive", d["offline", "naive"]), ("vs best uni", d["offline", "best uni"])],
+        )
+        claim(
+            6,
+            "online G-Blend beats offline G-Blend",
+            [("online vs offline", d["online", "offline"])],
+        )
+        claim(
+            10,
+            "G-Blend's weights beat equal weights (auxiliary loss)",
+            [("offline vs equal", d["offline", "uniform"])],
+        )
+        if len(combo.split("+")) > 2:
+            claim(
+                13,
+                "G-Blend works with more than two modalities",
+                [("vs naive", d["offline", "naive"]), ("vs best uni", d["offline", "best uni"])],
+            )
+        rows.append(_weight_claim(dataset, combo, sub, weights))
+    return pd.DataFrame(rows)
+
+
+def _weight_claim(dataset: str, combo: str, runs: pd.DataFrame, weights: pd.DataFrame):
+    """Claim 8: the weakest modality gets the smallest weight, the strongest the largest."""
+    uni = runs[runs.n_modalities == 1].groupby("combo").val_acc.mean()
+    parts = combo.split("+")
+    uni = uni[uni.index.isin(parts)]
+    mw = mean_weights(weights[(weights.dataset == dataset) & (weights.combo == combo)])
+    w = mw.set_index("head").weight.drop(JOINT, errors="ignore")
+    if w.empty:
+        verdict, evidence = "undetermined (no estimates)", ""
+    else:
+        hits = int(w.idxmin() == uni.idxmin()) + int(w.idxmax() == uni.idxmax())
+        seeds = int(mw.seeds.min())
+        verdict = _verdict(hits, 2, seeds)
+        evidence = (
+            f"mean offline weights {', '.join(f'{h} {v:.2f}' for h, v in w.items())}; "
+            f"weakest alone {uni.idxmin()}, strongest alone {uni.idxmax()}"
+        )
+    return {
+        "dataset": dataset,
+        "claim": 8,
+        "statement": "the weakest modality gets the smallest weight and the strongest the largest",
+        "verdict": verdict,
+        "evidence": evidence,
+    }
