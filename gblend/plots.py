@@ -47,3 +47,73 @@ def figure4(curves: pd.DataFrame) -> plt.Figure:
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def _grid(n: int, width: float = 6.0, height: float = 3.6):
+    ncols = min(2, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def online_weights(weights: pd.DataFrame) -> plt.Figure:
+    """Online G-Blend weights per super-epoch, stacked, one panel per data set (paper Fig. 5a).
+
+    ``weights`` comes from ``gblend.experiments.table2``; means over seeds.
+    """
+    style()
+    online = weights[weights.method == "online"]
+    datasets = list(dict.fromkeys(online.dataset))
+    fig, axes = _grid(max(len(datasets), 1))
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = online[online.dataset == dataset]
+        table = sub.pivot_table(index="start_epoch", columns="head", values="weight", sort=False)
+        heads = [h for h in dict.fromkeys(sub["head"]) if h in table.columns]
+        table = table[heads]
+        ends = table.index.to_list()[1:] + [table.index[-1] + sub.n_epochs.iloc[-1]]
+        edges = table.index.to_list() + [ends[-1]]
+        bottom = pd.Series(0.0, index=table.index)
+        for head in heads:
+            ax.stairs(
+                bottom.to_numpy() + table[head].to_numpy(),
+                edges,
+                baseline=bottom.to_numpy(),
+                fill=True,
+                label=head,
+                alpha=0.85,
+            )
+            bottom = bottom + table[head]
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{dataset}: {sub.combo.iloc[0]}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("weight (mean over seeds)")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def weight_bars(mean_weights: pd.DataFrame) -> plt.Figure:
+    """Offline G-Blend weights of every combination as stacked horizontal bars (Table 4)."""
+    style()
+    rows = list(dict.fromkeys(zip(mean_weights.dataset, mean_weights.combo, strict=True)))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    palette = dict(
+        zip(dict.fromkeys(mean_weights["head"]), sns.color_palette("tab10"), strict=False)
+    )
+    for y, (dataset, combo) in enumerate(rows):
+        left = 0.0
+        sub = mean_weights[(mean_weights.dataset == dataset) & (mean_weights.combo == combo)]
+        for head, weight in zip(sub["head"], sub.weight, strict=True):
+            ax.barh(y, weight, left=left, color=palette[head])
+            if weight > 0.08:
+                ax.text(left + weight / 2, y, head, ha="center", va="center", fontsize=7)
+            left += weight
+    ax.set_yticks(range(len(rows)), [f"{d}: {c}" for d, c in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("offline G-Blend weight (mean over seeds)")
+    fig.tight_layout()
+    return fig

@@ -135,6 +135,27 @@ def table4(
     return _run(units, results_dir, progress, shard, run_missing)
 
 
+def overhead(runs: pd.DataFrame) -> pd.DataFrame:
+    """Compute of each method relative to naive training of the same combination and seed:
+    extra (estimation) epochs per trained epoch, and the ratio of wall times."""
+    naive = runs[runs.method == "naive"].set_index(["dataset", "combo", "seed"]).wall_seconds
+    multi = runs[(runs.method != "naive")].copy()
+    keys = list(zip(multi.dataset, multi.combo, multi.seed, strict=True))
+    multi["wall_ratio"] = multi.wall_seconds.to_numpy() / naive.reindex(keys).to_numpy()
+    multi["extra_epochs_per_epoch"] = multi.estimation_epochs / multi.epochs_run
+    return (
+        multi.groupby(["dataset", "method"], sort=False)
+        .agg(
+            wall_seconds=("wall_seconds", "mean"),
+            wall_ratio=("wall_ratio", "mean"),
+            extra_epochs_per_epoch=("extra_epochs_per_epoch", "mean"),
+            estimation_seconds=("estimation_seconds", "mean"),
+            runs=("seed", "size"),
+        )
+        .reset_index()
+    )
+
+
 def weights_frame(records) -> pd.DataFrame:
     """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules."""
     rows = []
@@ -354,7 +375,7 @@ def _claim_row(dataset: str, number: int, statement: str, parts, seeds: int) -> 
         "dataset": dataset,
         "claim": number,
         "statement": statement,
-        "verdict": _verdict(hits, len(present), seeds),
+        "verdict": _verdict(hits, len(present), seeds) if present else "undetermined (not run)",
         "evidence": "; ".join(_describe(n, x) for n, x in present),
     }
 

@@ -207,6 +207,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             )
         }
         row["n_modalities"] = len(rec["modalities"])
+        row["estimation_epochs"] = rec.get("estimation_epochs", 0.0)
+        row["estimation_seconds"] = rec.get("estimation_seconds", 0.0)
         row.update(rec["metrics"])
         row["device"] = rec["provenance"]["device"]
         row["device_name"] = rec["provenance"].get("device_name", "")
