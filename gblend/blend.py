@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gblend.models import FusionNet
+from gblend.models import JOINT, FusionNet
 from gblend.train import TRAIN_SUBSET, TrainConfig, Trainer
 
 METRICS = ("loss", "acc")
@@ -279,8 +279,10 @@ def gb_estimate(
     started = time.perf_counter()
     train_before, train_after, held_before, held_after = {}, {}, {}, {}
     for head in heads:
+        # a modality's copy sees only its own input, so only its encoder and head run
+        inputs = x if head == JOINT else {head: x[head]}
         trainer = Trainer(replace(copy_config, select_head=head))
-        trainer.start(copy.deepcopy(model), x, y, splits)
+        trainer.start(copy.deepcopy(model), inputs, y, splits)
         trainer.train_epochs(n_epochs, {head: 1.0}, record_every_epoch=False).finish()
         train_before[head], held_before[head] = _measure(trainer, head, 0, metric)
         train_after[head], held_after[head] = _measure(trainer, head, n_epochs, metric)

@@ -158,7 +158,16 @@ class FusionNet(nn.Module):
         return (*self.modality_heads.keys(), JOINT)
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        features = {m: self.encoders[m](x[m]) for m in self.modalities}
-        logits = {m: head(features[m]) for m, head in self.modality_heads.items()}
-        logits[JOINT] = self.fused_head(torch.cat([features[m] for m in self.modalities], dim=1))
+        """Logits of every head whose inputs are in ``x``.
+
+        Given only some modalities, only their own heads are computed (the fused head needs
+        all of them): G-Blend's estimation trains a modality's encoder and head alone.
+        """
+        present = [m for m in self.modalities if m in x]
+        if not present:
+            raise ValueError(f"no input for any modality of the model: {self.modalities}")
+        features = {m: self.encoders[m](x[m]) for m in present}
+        logits = {m: head(features[m]) for m, head in self.modality_heads.items() if m in x}
+        if len(present) == len(self.modalities):
+            logits[JOINT] = self.fused_head(torch.cat([features[m] for m in present], dim=1))
         return logits

@@ -62,3 +62,13 @@ def test_fused_head_is_two_fc_layers_then_prediction():
 def test_joint_is_a_reserved_modality_name():
     with pytest.raises(ValueError, match="reserved"):
         FusionNet({JOINT: SPECS["vec"]}, n_classes=2)
+
+
+def test_given_some_modalities_only_their_heads_are_computed():
+    model = FusionNet(SPECS, n_classes=3, config=ModelConfig(modality_heads=True)).eval()
+    x = batch()
+    out = model({"img": x["img"]})
+    assert set(out) == {"img"}
+    assert torch.equal(out["img"], model(x)["img"])
+    with pytest.raises(ValueError, match="no input"):
+        model({})
