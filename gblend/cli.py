@@ -70,11 +70,14 @@ def select_notebooks(notebooks_dir: Path, only: Sequence[str] | None) -> list[Pa
 
 
 def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
-    """``published`` is ``full`` where full-scale results exist for the notebook, else ``cpu``."""
+    """``published`` is ``full`` where every full-scale result of the notebook's experiment is
+    in ``results_dir`` (so the book never trains at full scale on a CPU), else ``cpu``."""
     if scale != "published":
         return scale
-    full = results_dir / experiment_name(notebook) / "full"
-    return "full" if full.is_dir() and any(full.rglob("*.json")) else "cpu"
+    from gblend import experiments  # torch is heavy: import only when needed
+
+    complete = experiments.is_complete(experiment_name(notebook), "full", str(results_dir))
+    return "full" if complete else "cpu"
 
 
 def run_notebook(
@@ -170,7 +173,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _compute_args(args: argparse.Namespace) -> list[str]:
-    out = [args.experiment, "--scale", args.scale, "--device", args.device]
+    out = [*args.experiments, "--scale", args.scale, "--device", args.device]
     if args.datasets:
         out += ["--datasets", args.datasets]
     if args.results_dir:
@@ -181,22 +184,27 @@ def _compute_args(args: argparse.Namespace) -> list[str]:
 def cmd_compute(args: argparse.Namespace) -> int:
     from gblend import experiments  # torch is heavy: import only for this command
 
-    grids = experiments.GRIDS
-    if args.experiment not in grids:
-        raise CliError(f"unknown experiment {args.experiment!r}; valid: {', '.join(grids)}")
+    unknown = [e for e in args.experiments if e not in experiments.UNITS]
+    if unknown:
+        raise CliError(f"unknown experiment(s) {unknown}; valid: {', '.join(experiments.UNITS)}")
     started = time.perf_counter()
     if args.shard is not None or args.jobs == 1:
-        runs, _ = grids[args.experiment](
-            scale=args.scale,
-            datasets=args.datasets or None,
-            device=args.device,
-            results_dir=args.results_dir or None,
+        # the union of the experiments' grids; units they share (e.g. naive runs) run once
+        units: dict[str, experiments.Unit] = {}
+        for name in args.experiments:
+            for unit in experiments.UNITS[name](
+                scale=args.scale, datasets=args.datasets or None, device=args.device
+            ):
+                units.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
+        records = experiments.run_grid(
+            list(units.values()),
+            args.results_dir or None,
             progress=not args.quiet,
             shard=args.shard,
         )
         print(
-            f"{args.experiment} {args.scale} shard {args.shard}: {len(runs)} runs, "
-            f"{time.perf_counter() - started:.1f} s",
+            f"{' '.join(args.experiments)} {args.scale} shard {args.shard}: "
+            f"{len(records)} runs, {time.perf_counter() - started:.1f} s",
             flush=True,
         )
         return 0
@@ -220,7 +228,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
     codes = [p.wait() for p in procs]
     seconds = time.perf_counter() - started
     print(
-        f"{args.experiment} {args.scale}: {args.jobs} processes, {seconds:.1f} s, "
+        f"{' '.join(args.experiments)} {args.scale}: {args.jobs} processes, {seconds:.1f} s, "
         f"exit codes {codes}",
         flush=True,
     )
@@ -265,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an experiment's grid into the results folder; finished units are "
         "skipped, so this can be resumed and the notebooks then only read results.",
     )
-    comp.add_argument("experiment", help="experiment name, e.g. table1")
+    comp.add_argument("experiments", nargs="+", help="experiment names, e.g. table1 table2")
     comp.add_argument("--scale", choices=SCALES, default="cpu")
     comp.add_argument("--datasets", default="", help="comma-separated data sets (default: all)")
     comp.add_argument("--device", default="auto", help="torch device (default: auto)")

@@ -161,14 +161,20 @@ def _write_notebook(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
-def test_published_scale_is_full_only_where_full_results_exist(tmp_path: Path) -> None:
+def test_published_scale_is_full_only_where_every_full_result_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gblend import experiments
+
     nb = tmp_path / "table1_unimodal_vs_joint.ipynb"
     assert cli.experiment_name(nb) == "table1"
     assert cli.resolve_scale("published", nb, tmp_path) == "cpu"
     (tmp_path / "table1" / "full").mkdir(parents=True)
-    assert cli.resolve_scale("published", nb, tmp_path) == "cpu"
     (tmp_path / "table1" / "full" / "unit.json").write_text("{}")
+    assert cli.resolve_scale("published", nb, tmp_path) == "cpu"  # one file is not enough
+    monkeypatch.setattr(experiments, "missing", lambda units, results_dir=None: [])
     assert cli.resolve_scale("published", nb, tmp_path) == "full"
+    assert cli.resolve_scale("published", tmp_path / "fig9_other.ipynb", tmp_path) == "cpu"
     assert cli.resolve_scale("smoke", nb, tmp_path) == "smoke"
 
 

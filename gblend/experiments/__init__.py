@@ -8,10 +8,19 @@ from gblend.experiments.blending import (
     overhead,
     table2,
     table2_display,
+    table2_units,
     table4,
     table4_display,
+    table4_units,
 )
-from gblend.experiments.runner import Unit, history_frame, run_grid, run_unit, runs_frame
+from gblend.experiments.runner import (
+    Unit,
+    history_frame,
+    missing,
+    run_grid,
+    run_unit,
+    runs_frame,
+)
 from gblend.experiments.scales import SCALES, Scale, get_scale
 from gblend.experiments.table1 import (
     PAPER_NAMES,
@@ -21,12 +30,24 @@ from gblend.experiments.table1 import (
     side_by_side,
     summarize,
     table1,
+    table1_units,
 )
 
-# Experiments runnable by ``gblend compute``: name -> grid function.
-GRIDS = {"table1": table1, "table2": table2, "table4": table4}
+# Experiments runnable by ``gblend compute``: name -> the units of its grid.
+UNITS = {"table1": table1_units, "table2": table2_units, "table4": table4_units}
+
+
+def is_complete(experiment: str, scale: str, results_dir: str | None = None) -> bool:
+    """Whether every unit of an experiment's grid at a scale has its result file."""
+    if experiment not in UNITS:
+        return False
+    return not missing(UNITS[experiment](scale), results_dir)
+
 
 __all__ = [
+    "UNITS",
+    "is_complete",
+    "missing",
     "BlendResults",
     "blend_claims",
     "compare_methods",
@@ -36,7 +57,6 @@ __all__ = [
     "table2_display",
     "table4",
     "table4_display",
-    "GRIDS",
     "PAPER_NAMES",
     "SCALES",
     "Scale",

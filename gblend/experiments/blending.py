@@ -51,6 +51,18 @@ def blend_unit(naive: Unit, method: str) -> Unit:
     )
 
 
+def table2_units(scale="cpu", datasets=None, seeds=0, device="auto", epochs=0) -> list[Unit]:
+    """Table 2's grid: uni-modal and naive runs of Table 1, and the multi-head runs."""
+    return _grid(
+        scale, datasets, seeds, device, epochs, ("offline", "online", "uniform"), all_combos=False
+    )
+
+
+def table4_units(scale="cpu", datasets=None, seeds=0, device="auto", epochs=0) -> list[Unit]:
+    """Table 4's grid: every combination naively and with offline G-Blend."""
+    return _grid(scale, datasets, seeds, device, epochs, ("offline",), all_combos=True)
+
+
 def _grid(
     scale: str,
     datasets: str | Sequence[str] | None,
@@ -113,9 +125,7 @@ def table2(
     run_missing: bool = True,
 ) -> BlendResults:
     """Best uni-modal, naive, offline and online G-Blend (and equal weights) on all modalities."""
-    units = _grid(
-        scale, datasets, seeds, device, epochs, ("offline", "online", "uniform"), all_combos=False
-    )
+    units = table2_units(scale, datasets, seeds, device, epochs)
     return _run(units, results_dir, progress, shard, run_missing)
 
 
@@ -131,7 +141,7 @@ def table4(
     run_missing: bool = True,
 ) -> BlendResults:
     """Every modality combination: naive, best uni-modal and offline G-Blend with its weights."""
-    units = _grid(scale, datasets, seeds, device, epochs, ("offline",), all_combos=True)
+    units = table4_units(scale, datasets, seeds, device, epochs)
     return _run(units, results_dir, progress, shard, run_missing)
 
 

@@ -187,6 +187,16 @@ def run_grid(
     return records
 
 
+def missing(units: Sequence[Unit], results_dir: str | None = None) -> list[Unit]:
+    """The units of a grid that have no result file yet."""
+    out = []
+    for unit in units:
+        key = unit_key(unit.config(), load_unit_data(unit).fingerprint)
+        if not UnitStore(results_dir, unit.experiment, unit.scale).has(unit.dataset, key):
+            out.append(unit)
+    return out
+
+
 def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per unit: identity, metrics at the selected epoch, timing and provenance."""
     rows = []
