@@ -117,3 +117,70 @@ def weight_bars(mean_weights: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("offline G-Blend weight (mean over seeds)")
     fig.tight_layout()
     return fig
+
+
+def figure3_annotated(run: pd.DataFrame, start: int, end: int) -> plt.Figure:
+    """One run's L^T (T') and L^V (heldout) with O_N, O_{N+n}, dG marked (paper Fig. 3).
+
+    ``run``: the history rows of one run's fused head (columns epoch, split, loss).
+    """
+    style()
+    loss = run.pivot_table(index="epoch", columns="split", values="loss")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(loss.index, loss["train_subset"], color="tab:blue", label="$L^T$ (train subset T')")
+    ax.plot(loss.index, loss["heldout"], color="tab:red", ls=":", label="$L^V$ (heldout V)")
+    for epoch, name in ((start, "N"), (end, "N+n")):
+        t, v = loss.loc[epoch, "train_subset"], loss.loc[epoch, "heldout"]
+        ax.vlines(epoch, t, v, color="black", lw=1.5)
+        ax.annotate(
+            f"$O_{{{name}}}$ = {v - t:.2f}",
+            (epoch, (t + v) / 2),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
+    v0, v1 = loss.loc[start, "heldout"], loss.loc[end, "heldout"]
+    ax.annotate(
+        "", xy=(end, v1), xytext=(start, v0), arrowprops={"arrowstyle": "->", "color": "tab:green"}
+    )
+    ax.annotate(
+        f"$\\Delta G$ = {v0 - v1:.2f}",
+        ((start + end) / 2, (v0 + v1) / 2),
+        xytext=(10, 10),
+        textcoords="offset points",
+        color="tab:green",
+        fontsize=9,
+    )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (cross-entropy)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def ogr_over_training(ogr: pd.DataFrame) -> plt.Figure:
+    """Median OGR per window over training, uni-modal vs joint models, one panel per data set."""
+    style()
+    datasets = list(dict.fromkeys(ogr.dataset))
+    fig, axes = _grid(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = ogr[ogr.dataset == dataset].copy()
+        sub["model"] = sub.combo.where(sub.combo.str.contains(r"\+"), sub.combo + " (uni)")
+        sns.lineplot(
+            data=sub,
+            x="end",
+            y="ogr",
+            hue="model",
+            estimator="median",
+            errorbar=None,
+            marker="o",
+            ax=ax,
+        )
+        ax.set_yscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("epoch N + n")
+        ax.set_ylabel("OGR = |dO / dG| (median over seeds)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -13,6 +13,7 @@ from gblend.experiments.blending import (
     table4_display,
     table4_units,
 )
+from gblend.experiments.figures import figure3, ogr_over_training
 from gblend.experiments.runner import (
     Unit,
     history_frame,
@@ -34,7 +35,12 @@ from gblend.experiments.table1 import (
 )
 
 # Experiments runnable by ``gblend compute``: name -> the units of its grid.
-UNITS = {"table1": table1_units, "table2": table2_units, "table4": table4_units}
+UNITS = {
+    "table1": table1_units,
+    "figure3": table1_units,  # drawn from the Table 1 runs
+    "table2": table2_units,
+    "table4": table4_units,
+}
 
 
 def is_complete(experiment: str, scale: str, results_dir: str | None = None) -> bool:
@@ -45,6 +51,8 @@ def is_complete(experiment: str, scale: str, results_dir: str | None = None) -> 
 
 
 __all__ = [
+    "figure3",
+    "ogr_over_training",
     "UNITS",
     "is_complete",
     "missing",
