@@ -392,3 +392,109 @@ def train_online(
         seconds += cost["seconds"]
         trainer.train_epochs(n, estimate.weights)
     return BlendRun(trainer.finish(), estimates, extra, seconds)
+
+
+# --- Figure 5b: G-Blend vs naive from the same snapshot, per super-epoch -------------------------
+
+
+def finetune_classifier(
+    model: FusionNet,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    splits: Mapping[str, np.ndarray],
+    config: TrainConfig,
+    epochs: int,
+) -> dict[str, float]:
+    """Freeze the encoders, re-initialise the fused head and train it alone (paper Fig. 5b).
+
+    This judges the trunk, not the head: the paper fixes "the main trunk" and fine-tunes "the
+    classifier" for both branches. Returns the fused head's val and test accuracy at its best
+    val epoch.
+    """
+    probe = copy.deepcopy(model)
+    for param in probe.encoders.parameters():
+        param.requires_grad_(False)
+    for layer in probe.fused_head:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    trainer = Trainer(
+        replace(
+            config,
+            epochs=epochs,
+            lr_milestones=(),
+            patience=None,
+            restore_best=True,
+            select_head=JOINT,
+            progress=False,
+        )
+    ).fit(probe, x, y, splits, loss_weights={JOINT: 1.0})
+    hist = trainer.history_
+    best = hist[(hist.epoch == trainer.best_epoch_) & (hist["head"] == JOINT)]
+    return {f"{split}_acc": float(acc) for split, acc in zip(best.split, best.acc, strict=True)}
+
+
+def train_online_probed(
+    model: FusionNet,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    splits: Mapping[str, np.ndarray],
+    config: TrainConfig,
+    warmup: int,
+    length: int,
+    finetune_epochs: int | None = None,
+    metric: str = "loss",
+    policy: DegeneratePolicy | None = None,
+) -> tuple[BlendRun, list[dict[str, Any]]]:
+    """Online G-Blend, probed at every super-epoch as in the paper's Figure 5b.
+
+    From the G-Blend model's snapshot at the start of each super-epoch, two copies train that
+    super-epoch (fresh optimizer state at the main run's learning rate): one with the G-Blend
+    weights just estimated, one naively (fused head only). Each copy's trunk is then frozen
+    and a fresh fused classifier is trained on it for ``finetune_epochs`` (default: the
+    super-epoch length); the two accuracies are compared. The main run goes on with G-Blend.
+    """
+    trainer = Trainer(config).start(model, x, y, splits)
+    estimates, probes, extra, seconds = [], [], 0.0, 0.0
+    for i, (start, n) in enumerate(super_epochs(config.epochs, warmup, length)):
+        estimate, cost = gb_estimate(
+            trainer.model_,
+            x,
+            y,
+            splits,
+            config,
+            n,
+            lr=trainer.lr_,
+            metric=metric,
+            policy=policy,
+            context={"super_epoch": i, "start_epoch": start},
+        )
+        estimates.append(estimate)
+        extra, seconds = extra + cost["extra_epochs"], seconds + cost["seconds"]
+        branch_config = replace(
+            config,
+            epochs=n,
+            lr=trainer.lr_,
+            lr_milestones=(),
+            patience=None,
+            restore_best=False,
+            progress=False,
+        )
+        for branch, weights in (("gblend", estimate.weights), ("naive", {JOINT: 1.0})):
+            branch_trainer = Trainer(branch_config).start(
+                copy.deepcopy(trainer.model_), x, y, splits
+            )
+            branch_trainer.train_epochs(n, weights, record_every_epoch=False).finish()
+            accuracy = finetune_classifier(
+                branch_trainer.model_, x, y, splits, config, finetune_epochs or n
+            )
+            probes.append(
+                {
+                    "super_epoch": i,
+                    "start_epoch": start,
+                    "end_epoch": start + n,
+                    "branch": branch,
+                    **accuracy,
+                }
+            )
+        trainer.train_epochs(n, estimate.weights)
+    return BlendRun(trainer.finish(), estimates, extra, seconds), probes

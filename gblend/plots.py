@@ -58,13 +58,13 @@ def _grid(n: int, width: float = 6.0, height: float = 3.6):
     return fig, axes.flat
 
 
-def online_weights(weights: pd.DataFrame) -> plt.Figure:
+def online_weights(weights: pd.DataFrame, method: str = "online") -> plt.Figure:
     """Online G-Blend weights per super-epoch, stacked, one panel per data set (paper Fig. 5a).
 
     ``weights`` comes from ``gblend.experiments.table2``; means over seeds.
     """
     style()
-    online = weights[weights.method == "online"]
+    online = weights[weights.method == method]
     datasets = list(dict.fromkeys(online.dataset))
     fig, axes = _grid(max(len(datasets), 1))
     for ax, dataset in zip(axes, datasets, strict=False):
@@ -182,5 +182,32 @@ def ogr_over_training(ogr: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("epoch N + n")
         ax.set_ylabel("OGR = |dO / dG| (median over seeds)")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def probe_accuracy(probes: pd.DataFrame, split: str = "test") -> plt.Figure:
+    """Accuracy after fine-tuning a fresh classifier on the trunk trained for one super-epoch
+    with G-Blend or naively, from the same snapshot (paper Fig. 5b); mean and 95% CI."""
+    style()
+    datasets = list(dict.fromkeys(probes.dataset))
+    fig, axes = _grid(len(datasets), height=3.4)
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = probes[probes.dataset == dataset].assign(acc=lambda d: d[f"{split}_acc"])
+        sns.pointplot(
+            data=sub,
+            x="end_epoch",
+            y="acc",
+            hue="branch",
+            hue_order=["naive", "gblend"],
+            dodge=0.3,
+            errorbar=("ci", 95),
+            linestyles="none",
+            ax=ax,
+        )
+        ax.set_title(f"{dataset}: {sub.combo.iloc[0]}")
+        ax.set_xlabel("epoch at the end of the super-epoch")
+        ax.set_ylabel(f"{split} accuracy after fine-tuning")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -4,8 +4,12 @@ from gblend.experiments.blending import (
     BlendResults,
     blend_claims,
     compare_methods,
+    figure5,
+    figure5_claims,
+    figure5_units,
     mean_weights,
     overhead,
+    probe_differences,
     table2,
     table2_display,
     table2_units,
@@ -40,6 +44,7 @@ UNITS = {
     "figure3": table1_units,  # drawn from the Table 1 runs
     "table2": table2_units,
     "table4": table4_units,
+    "figure5": figure5_units,
 }
 
 
@@ -51,6 +56,10 @@ def is_complete(experiment: str, scale: str, results_dir: str | None = None) -> 
 
 
 __all__ = [
+    "figure5",
+    "figure5_claims",
+    "figure5_units",
+    "probe_differences",
     "figure3",
     "ogr_over_training",
     "UNITS",

@@ -76,7 +76,7 @@ def load_unit_data(unit: Unit) -> gdata.Dataset:
     return full.select(unit.modalities)
 
 
-METHODS = ("naive", "uniform", "offline", "online")
+METHODS = ("naive", "uniform", "offline", "online", "online_probed")
 
 
 def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, Any]]:
@@ -84,7 +84,8 @@ def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, A
 
     naive: the fused head's loss alone (paper Fig. 2b; a single modality is Fig. 2a);
     uniform: every head of the multi-head model with equal weight (the paper's "auxiliary
-    loss"); offline / online: G-Blend, Algorithms 2 and 3 (``gblend.blend``).
+    loss"); offline / online: G-Blend, Algorithms 2 and 3 (``gblend.blend``); online_probed:
+    online G-Blend with the paper's Figure 5b comparison at every super-epoch.
     """
     if unit.method not in METHODS:
         raise ValueError(f"unknown method {unit.method!r}; valid: {', '.join(METHODS)}")
@@ -98,15 +99,21 @@ def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, A
         weights = blend.uniform_weights(model.heads)
         return Trainer(unit.train).fit(*data, loss_weights=weights), {"weights": [weights]}
     policy = blend.DegeneratePolicy(min_weight=params.pop("min_weight", 0.01))
+    probes = None
     if unit.method == "offline":
         run = blend.train_offline(*data, unit.train, policy=policy, **params)
-    else:
+    elif unit.method == "online":
         run = blend.train_online(*data, unit.train, policy=policy, **params)
-    return run.trainer, {
+    else:
+        run, probes = blend.train_online_probed(*data, unit.train, policy=policy, **params)
+    extras = {
         "weights": run.weights_json(),
         "estimation_epochs": run.estimation_epochs,
         "estimation_seconds": run.estimation_seconds,
     }
+    if probes is not None:
+        extras["probes"] = probes
+    return run.trainer, extras
 
 
 def run_unit(unit: Unit) -> dict[str, Any]:
