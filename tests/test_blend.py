@@ -227,3 +227,26 @@ def test_on_the_synthetic_preset_audio_gets_the_smallest_weight():
     est, _ = gb_estimate(net, ds.x, ds.y, ds.splits, config, n_epochs=8)
     assert est.weights["audio"] == min(est.weights.values())
     assert est.weights["rgb"] > est.weights["audio"]
+
+
+def test_finetune_classifier_trains_only_a_fresh_fused_head():
+    from gblend.blend import finetune_classifier
+
+    x, y, splits = task()
+    net = model()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    acc = finetune_classifier(net, x, y, splits, CONFIG, epochs=2)
+    assert set(acc) == {"train_subset_acc", "heldout_acc", "val_acc", "test_acc"}
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # a copy
+
+
+def test_online_probed_compares_both_branches_at_every_super_epoch():
+    from gblend.blend import train_online_probed
+
+    x, y, splits = task()
+    run, probes = train_online_probed(model(), x, y, splits, CONFIG, warmup=3, length=2,
+                                      finetune_epochs=1)
+    assert [(p["super_epoch"], p["branch"]) for p in probes] == [
+        (i, b) for i in range(3) for b in ("gblend", "naive")]
+    assert [p["end_epoch"] for p in probes[::2]] == [3, 5, 6]
+    assert run.trainer.epochs_run_ == 6 and len(run.estimates) == 3
