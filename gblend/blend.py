@@ -307,6 +307,7 @@ class BlendRun:
     estimates: list[WeightEstimate]
     estimation_epochs: float
     estimation_seconds: float
+    probes: list[dict[str, Any]] = field(default_factory=list)  # Fig. 5b, when asked for
 
     def weights_json(self) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.estimates]
@@ -356,44 +357,6 @@ def super_epochs(total: int, warmup: int, length: int) -> list[tuple[int, int]]:
     return blocks
 
 
-def train_online(
-    model: FusionNet,
-    x: Mapping[str, torch.Tensor],
-    y: torch.Tensor,
-    splits: Mapping[str, np.ndarray],
-    config: TrainConfig,
-    warmup: int,
-    length: int,
-    metric: str = "loss",
-    policy: DegeneratePolicy | None = None,
-) -> BlendRun:
-    """Algorithm 3: re-estimate the weights from the current checkpoint every super-epoch.
-
-    The paper used a warm-up super-epoch of 10 epochs, then 5, of about 45; each estimation
-    trains its copies for as many epochs as the coming super-epoch lasts.
-    """
-    trainer = Trainer(config).start(model, x, y, splits)
-    estimates, extra, seconds = [], 0.0, 0.0
-    for i, (start, n) in enumerate(super_epochs(config.epochs, warmup, length)):
-        estimate, cost = gb_estimate(
-            trainer.model_,
-            x,
-            y,
-            splits,
-            config,
-            n,
-            lr=trainer.lr_,
-            metric=metric,
-            policy=policy,
-            context={"super_epoch": i, "start_epoch": start},
-        )
-        estimates.append(estimate)
-        extra += cost["extra_epochs"]
-        seconds += cost["seconds"]
-        trainer.train_epochs(n, estimate.weights)
-    return BlendRun(trainer.finish(), estimates, extra, seconds)
-
-
 # --- Figure 5b: G-Blend vs naive from the same snapshot, per super-epoch -------------------------
 
 
@@ -433,7 +396,7 @@ def finetune_classifier(
     return {f"{split}_acc": float(acc) for split, acc in zip(best.split, best.acc, strict=True)}
 
 
-def train_online_probed(
+def train_online(
     model: FusionNet,
     x: Mapping[str, torch.Tensor],
     y: torch.Tensor,
@@ -441,20 +404,24 @@ def train_online_probed(
     config: TrainConfig,
     warmup: int,
     length: int,
-    finetune_epochs: int | None = None,
     metric: str = "loss",
     policy: DegeneratePolicy | None = None,
-) -> tuple[BlendRun, list[dict[str, Any]]]:
-    """Online G-Blend, probed at every super-epoch as in the paper's Figure 5b.
+    probe: bool = False,
+    finetune_epochs: int | None = None,
+) -> BlendRun:
+    """Algorithm 3: re-estimate the weights from the current checkpoint every super-epoch.
 
-    From the G-Blend model's snapshot at the start of each super-epoch, two copies train that
-    super-epoch (fresh optimizer state at the main run's learning rate): one with the G-Blend
-    weights just estimated, one naively (fused head only). Each copy's trunk is then frozen
-    and a fresh fused classifier is trained on it for ``finetune_epochs`` (default: the
-    super-epoch length); the two accuracies are compared. The main run goes on with G-Blend.
+    The paper used a warm-up super-epoch of 10 epochs, then 5, of about 45; each estimation
+    trains its copies for as many epochs as the coming super-epoch lasts.
+
+    With ``probe``, every super-epoch is also judged as in the paper's Figure 5b: from the
+    snapshot at its start, two copies train it (fresh optimizer state at the main run's
+    learning rate), one with the G-Blend weights just estimated and one naively (fused head
+    only); each copy's trunk is frozen and a fresh fused classifier trained on it for
+    ``finetune_epochs`` (default: the super-epoch's length). The main run goes on with G-Blend.
     """
     trainer = Trainer(config).start(model, x, y, splits)
-    estimates, probes, extra, seconds = [], [], 0.0, 0.0
+    run = BlendRun(trainer, [], 0.0, 0.0)
     for i, (start, n) in enumerate(super_epochs(config.epochs, warmup, length)):
         estimate, cost = gb_estimate(
             trainer.model_,
@@ -468,33 +435,41 @@ def train_online_probed(
             policy=policy,
             context={"super_epoch": i, "start_epoch": start},
         )
-        estimates.append(estimate)
-        extra, seconds = extra + cost["extra_epochs"], seconds + cost["seconds"]
-        branch_config = replace(
-            config,
-            epochs=n,
-            lr=trainer.lr_,
-            lr_milestones=(),
-            patience=None,
-            restore_best=False,
-            progress=False,
-        )
-        for branch, weights in (("gblend", estimate.weights), ("naive", {JOINT: 1.0})):
-            branch_trainer = Trainer(branch_config).start(
-                copy.deepcopy(trainer.model_), x, y, splits
-            )
-            branch_trainer.train_epochs(n, weights, record_every_epoch=False).finish()
-            accuracy = finetune_classifier(
-                branch_trainer.model_, x, y, splits, config, finetune_epochs or n
-            )
-            probes.append(
-                {
-                    "super_epoch": i,
-                    "start_epoch": start,
-                    "end_epoch": start + n,
-                    "branch": branch,
-                    **accuracy,
-                }
+        run.estimates.append(estimate)
+        run.estimation_epochs += cost["extra_epochs"]
+        run.estimation_seconds += cost["seconds"]
+        if probe:
+            run.probes += _probe_super_epoch(
+                trainer, x, y, splits, config, estimate, i, start, n, finetune_epochs or n
             )
         trainer.train_epochs(n, estimate.weights)
-    return BlendRun(trainer.finish(), estimates, extra, seconds), probes
+    trainer.finish()
+    return run
+
+
+def _probe_super_epoch(trainer, x, y, splits, config, estimate, index, start, n, finetune):
+    """Figure 5b at one super-epoch: G-Blend and naive branches from the same snapshot."""
+    branch_config = replace(
+        config,
+        epochs=n,
+        lr=trainer.lr_,
+        lr_milestones=(),
+        patience=None,
+        restore_best=False,
+        progress=False,
+    )
+    rows = []
+    for branch, weights in (("gblend", estimate.weights), ("naive", {JOINT: 1.0})):
+        branch_trainer = Trainer(branch_config).start(copy.deepcopy(trainer.model_), x, y, splits)
+        branch_trainer.train_epochs(n, weights, record_every_epoch=False).finish()
+        accuracy = finetune_classifier(branch_trainer.model_, x, y, splits, config, finetune)
+        rows.append(
+            {
+                "super_epoch": index,
+                "start_epoch": start,
+                "end_epoch": start + n,
+                "branch": branch,
+                **accuracy,
+            }
+        )
+    return rows

@@ -241,11 +241,10 @@ def test_finetune_classifier_trains_only_a_fresh_fused_head():
 
 
 def test_online_probed_compares_both_branches_at_every_super_epoch():
-    from gblend.blend import train_online_probed
-
     x, y, splits = task()
-    run, probes = train_online_probed(model(), x, y, splits, CONFIG, warmup=3, length=2,
-                                      finetune_epochs=1)
+    run = train_online(model(), x, y, splits, CONFIG, warmup=3, length=2, probe=True,
+                       finetune_epochs=1)
+    probes = run.probes
     assert [(p["super_epoch"], p["branch"]) for p in probes] == [
         (i, b) for i in range(3) for b in ("gblend", "naive")]
     assert [p["end_epoch"] for p in probes[::2]] == [3, 5, 6]

@@ -99,20 +99,18 @@ def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, A
         weights = blend.uniform_weights(model.heads)
         return Trainer(unit.train).fit(*data, loss_weights=weights), {"weights": [weights]}
     policy = blend.DegeneratePolicy(min_weight=params.pop("min_weight", 0.01))
-    probes = None
     if unit.method == "offline":
         run = blend.train_offline(*data, unit.train, policy=policy, **params)
-    elif unit.method == "online":
-        run = blend.train_online(*data, unit.train, policy=policy, **params)
     else:
-        run, probes = blend.train_online_probed(*data, unit.train, policy=policy, **params)
+        probe = unit.method == "online_probed"
+        run = blend.train_online(*data, unit.train, policy=policy, probe=probe, **params)
     extras = {
         "weights": run.weights_json(),
         "estimation_epochs": run.estimation_epochs,
         "estimation_seconds": run.estimation_seconds,
     }
-    if probes is not None:
-        extras["probes"] = probes
+    if unit.method == "online_probed":
+        extras["probes"] = run.probes
     return run.trainer, extras
 
 
