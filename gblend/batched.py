@@ -1,0 +1,253 @@
+"""Train several independent runs of one architecture together, as one stacked model.
+
+The study is a grid of many small runs; one at a time they leave a GPU idle and a CPU core
+busy with Python. Here R runs that share an architecture and a :class:`TrainConfig` but differ
+in seed (initial weights, shuffling, and their own data split) are trained in one process:
+their parameters are stacked (``torch.func.stack_module_state``) and every step evaluates all
+R models with ``vmap``. Each run keeps its own data, mini-batch order, optimizer state, best
+epoch and early stopping, and gets its own history, exactly as :class:`gblend.train.Trainer`
+would record it.
+
+Same seeds give the same runs as training them one at a time, up to floating-point rounding
+(batched matrix products sum in another order); ``tests/test_batched.py`` states the tolerance.
+Dropout draws differ from the single-run trainer (``vmap`` draws its own random numbers).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.nn import functional as F
+
+from gblend.train import OPTIMIZERS, REQUIRED_SPLITS, TRAIN_SUBSET, TrainConfig, resolve_device
+
+
+@dataclass
+class RunData:
+    """One run's data: per-modality tensors, labels and its own split indices."""
+
+    x: Mapping[str, torch.Tensor]
+    y: torch.Tensor
+    splits: Mapping[str, np.ndarray]
+
+
+def _pad_indices(indices: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack index vectors of different lengths: (R, L) indices (padded with 0) and a mask."""
+    width = max(1, max(len(i) for i in indices))
+    out = torch.zeros(len(indices), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(indices), width, device=device)
+    for r, idx in enumerate(indices):
+        out[r, : len(idx)] = idx
+        mask[r, : len(idx)] = 1.0
+    return out, mask
+
+
+class _Optimizer:
+    """SGD with momentum, Adam and AdaGrad on stacked parameters, with PyTorch's update rules,
+    applied only to the runs that are active at this step (the others stay untouched)."""
+
+    def __init__(self, params: dict[str, torch.Tensor], config: TrainConfig) -> None:
+        if config.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {OPTIMIZERS}")
+        self.config = config
+        self.state = {k: {} for k in params}
+        runs = next(iter(params.values())).shape[0]
+        self.steps = torch.zeros(runs, device=next(iter(params.values())).device)
+
+    @torch.no_grad()
+    def step(self, params, grads, lr: float, active: torch.Tensor) -> None:
+        cfg = self.config
+        self.steps += active
+        for name, p in params.items():
+            g = grads[name]
+            on = active.view(-1, *([1] * (p.dim() - 1))).bool()
+            if cfg.weight_decay:
+                g = g + cfg.weight_decay * p
+            state = self.state[name]
+            if cfg.optimizer == "sgd":
+                if cfg.momentum:
+                    first = (self.steps == 1).view(-1, *([1] * (p.dim() - 1)))
+                    buf = state.get("buf", torch.zeros_like(p))
+                    new = torch.where(first, g, cfg.momentum * buf + g)
+                    state["buf"] = torch.where(on, new, buf)
+                    g = state["buf"]
+                p.copy_(torch.where(on, p - lr * g, p))
+            elif cfg.optimizer == "adam":
+                beta1, beta2, eps = 0.9, 0.999, 1e-8
+                m = state.get("m", torch.zeros_like(p))
+                v = state.get("v", torch.zeros_like(p))
+                state["m"] = torch.where(on, beta1 * m + (1 - beta1) * g, m)
+                state["v"] = torch.where(on, beta2 * v + (1 - beta2) * g * g, v)
+                t = self.steps.clamp(min=1).view(on.shape[0], *[1] * (p.dim() - 1))
+                denom = (state["v"].sqrt() / torch.sqrt(1 - beta2**t)) + eps
+                update = (lr / (1 - beta1**t)) * state["m"] / denom
+                p.copy_(torch.where(on, p - update, p))
+            else:  # adagrad
+                total = state.get("sum", torch.zeros_like(p))
+                state["sum"] = torch.where(on, total + g * g, total)
+                p.copy_(torch.where(on, p - lr * g / (state["sum"].sqrt() + 1e-10), p))
+
+
+class BatchedTrainer:
+    """Train R runs of one architecture at once; the batched twin of :class:`Trainer`.
+
+    ``fit(models, data, seeds, loss_weights)``: ``models[r]`` is run r's freshly initialised
+    model (same architecture for all), ``data[r]`` its data and ``seeds[r]`` its seed (the
+    config's own ``seed`` is not used). After ``fit``: ``models_``, ``histories_``,
+    ``best_epochs_``, ``epochs_run_`` (lists, one entry per run), ``train_seconds_``,
+    ``seconds_`` and ``device_``.
+    """
+
+    def __init__(self, config: TrainConfig | None = None) -> None:
+        self.config = config or TrainConfig()
+
+    def fit(
+        self,
+        models: Sequence[nn.Module],
+        data: Sequence[RunData],
+        seeds: Sequence[int],
+        loss_weights: Mapping[str, float],
+    ) -> BatchedTrainer:
+        cfg = self.config
+        runs = len(models)
+        if not runs or len(data) != runs or len(seeds) != runs:
+            raise ValueError("models, data and seeds must be equally long and not empty")
+        for d in data:
+            missing = [s for s in REQUIRED_SPLITS if s not in d.splits]
+            if missing:
+                raise ValueError(f"splits lack {missing}; need {', '.join(REQUIRED_SPLITS)}")
+        started = time.perf_counter()
+        device = resolve_device(cfg.device)
+        self.device_ = str(device)
+        weights = {h: w for h, w in loss_weights.items() if w > 0}
+
+        # Each run's data, padded to a common number of samples and stacked: (R, N, ...).
+        modalities = list(data[0].x)
+        size = max(len(d.y) for d in data)
+        xs = {
+            m: torch.stack([F.pad(d.x[m], (*[0, 0] * (d.x[m].dim() - 1), 0, size - len(d.y)))
+                            for d in data]).to(device)
+            for m in modalities
+        }
+        ys = torch.stack([F.pad(d.y, (0, size - len(d.y))) for d in data]).to(device)
+        train = [torch.as_tensor(np.asarray(d.splits["train"]), dtype=torch.long) for d in data]
+        eval_sets = {}
+        for r, (d, seed) in enumerate(zip(data, seeds, strict=True)):
+            rng = np.random.default_rng(seed)
+            n = min(cfg.train_subset_size, len(train[r]))
+            subset = np.sort(rng.choice(len(train[r]), size=n, replace=False))
+            eval_sets.setdefault(TRAIN_SUBSET, []).append(train[r][torch.as_tensor(subset)])
+            for split in ("heldout", "val", "test"):
+                idx = torch.as_tensor(np.asarray(d.splits[split]), dtype=torch.long)
+                eval_sets.setdefault(split, []).append(idx)
+        eval_index = {s: _pad_indices(v, device) for s, v in eval_sets.items()}
+
+        base = copy.deepcopy(models[0]).to("meta")
+        params, buffers = stack_module_state([m.to(device) for m in models])
+        params = {k: v.detach() for k, v in params.items()}
+        run_index = torch.arange(runs, device=device)
+
+        def run_logits(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        def run_loss(p, b, x, y, mask):
+            logits = run_logits(p, b, x)
+            total = 0.0
+            for head, w in weights.items():
+                per_sample = F.cross_entropy(logits[head], y, reduction="none")
+                total = total + w * (per_sample * mask).sum() / mask.sum().clamp(min=1)
+            return total
+
+        gradients = vmap(grad(run_loss), randomness="different")
+        batched_logits = vmap(run_logits, randomness="different")
+        optimizer = _Optimizer(params, cfg)
+        shuffles = [torch.Generator().manual_seed(s) for s in seeds]
+        rows: list[list[dict]] = [[] for _ in range(runs)]
+        best_acc = [-1.0] * runs
+        self.best_epochs_ = [0] * runs
+        self.epochs_run_ = [0] * runs
+        best_params = {k: v.clone() for k, v in params.items()}
+        active_runs = torch.ones(runs, device=device)
+
+        @torch.no_grad()
+        def record(epoch: int) -> list[float | None]:
+            base.eval()
+            val_acc: list[float | None] = [None] * runs
+            for split, (idx, mask) in eval_index.items():
+                sums: dict[str, torch.Tensor] = {}
+                hits: dict[str, torch.Tensor] = {}
+                for start in range(0, idx.shape[1], cfg.eval_batch_size):
+                    b_idx = idx[:, start : start + cfg.eval_batch_size]
+                    b_mask = mask[:, start : start + cfg.eval_batch_size]
+                    x = {m: t[run_index[:, None], b_idx] for m, t in xs.items()}
+                    target = ys[run_index[:, None], b_idx]
+                    for head, logit in batched_logits(params, buffers, x).items():
+                        loss = F.cross_entropy(logit.flatten(0, 1), target.flatten(),
+                                               reduction="none").view_as(b_mask)
+                        sums[head] = sums.get(head, 0) + (loss * b_mask).sum(1)
+                        right = (logit.argmax(-1) == target).float() * b_mask
+                        hits[head] = hits.get(head, 0) + right.sum(1)
+                counts = mask.sum(1)
+                for r in range(runs):
+                    if not active_runs[r]:
+                        continue
+                    for head in sums:
+                        acc = float(hits[head][r] / counts[r])
+                        rows[r].append({"epoch": epoch, "head": head, "split": split,
+                                        "loss": float(sums[head][r] / counts[r]), "acc": acc})
+                        if split == "val" and head == cfg.select_head:
+                            val_acc[r] = acc
+            base.train()
+            return val_acc
+
+        record(0)
+        train_seconds = 0.0
+        steps_per_epoch = [math.ceil(len(t) / cfg.batch_size) for t in train]
+        for epoch in range(1, cfg.epochs + 1):
+            if not active_runs.any():
+                break
+            tick = time.perf_counter()
+            lr = cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
+            orders = [train[r][torch.randperm(len(train[r]), generator=shuffles[r])]
+                      for r in range(runs)]
+            for step in range(max(steps_per_epoch)):
+                batches = [o[step * cfg.batch_size : (step + 1) * cfg.batch_size] for o in orders]
+                idx, mask = _pad_indices(batches, device)
+                x = {m: t[run_index[:, None], idx] for m, t in xs.items()}
+                target = ys[run_index[:, None], idx]
+                grads = gradients(params, buffers, x, target, mask)
+                has_batch = torch.tensor([len(b) > 0 for b in batches], device=device)
+                optimizer.step(params, grads, lr, active_runs * has_batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds += time.perf_counter() - tick
+            val_acc = record(epoch)
+            for r in range(runs):
+                if not active_runs[r]:
+                    continue
+                self.epochs_run_[r] = epoch
+                if val_acc[r] > best_acc[r]:
+                    best_acc[r], self.best_epochs_[r] = val_acc[r], epoch
+                    for k in params:
+                        best_params[k][r] = params[k][r]
+                if cfg.patience is not None and epoch - self.best_epochs_[r] >= cfg.patience:
+                    active_runs[r] = 0.0
+        final = best_params if cfg.restore_best else params
+        self.models_ = []
+        for r, model in enumerate(models):
+            model.load_state_dict({**{k: v[r] for k, v in final.items()},
+                                   **{k: v[r] for k, v in buffers.items()}})
+            self.models_.append(model)
+        self.histories_ = [pd.DataFrame(r) for r in rows]
+        self.train_seconds_ = train_seconds
+        self.seconds_ = time.perf_counter() - started
+        return self
