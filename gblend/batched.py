@@ -134,8 +134,9 @@ class BatchedTrainer:
         modalities = list(data[0].x)
         size = max(len(d.y) for d in data)
         xs = {
-            m: torch.stack([F.pad(d.x[m], (*[0, 0] * (d.x[m].dim() - 1), 0, size - len(d.y)))
-                            for d in data]).to(device)
+            m: torch.stack(
+                [F.pad(d.x[m], (*[0, 0] * (d.x[m].dim() - 1), 0, size - len(d.y))) for d in data]
+            ).to(device)
             for m in modalities
         }
         ys = torch.stack([F.pad(d.y, (0, size - len(d.y))) for d in data]).to(device)
@@ -191,8 +192,9 @@ class BatchedTrainer:
                     x = {m: t[run_index[:, None], b_idx] for m, t in xs.items()}
                     target = ys[run_index[:, None], b_idx]
                     for head, logit in batched_logits(params, buffers, x).items():
-                        loss = F.cross_entropy(logit.flatten(0, 1), target.flatten(),
-                                               reduction="none").view_as(b_mask)
+                        loss = F.cross_entropy(
+                            logit.flatten(0, 1), target.flatten(), reduction="none"
+                        ).view_as(b_mask)
                         sums[head] = sums.get(head, 0) + (loss * b_mask).sum(1)
                         right = (logit.argmax(-1) == target).float() * b_mask
                         hits[head] = hits.get(head, 0) + right.sum(1)
@@ -202,8 +204,15 @@ class BatchedTrainer:
                         continue
                     for head in sums:
                         acc = float(hits[head][r] / counts[r])
-                        rows[r].append({"epoch": epoch, "head": head, "split": split,
-                                        "loss": float(sums[head][r] / counts[r]), "acc": acc})
+                        rows[r].append(
+                            {
+                                "epoch": epoch,
+                                "head": head,
+                                "split": split,
+                                "loss": float(sums[head][r] / counts[r]),
+                                "acc": acc,
+                            }
+                        )
                         if split == "val" and head == cfg.select_head:
                             val_acc[r] = acc
             base.train()
@@ -217,8 +226,9 @@ class BatchedTrainer:
                 break
             tick = time.perf_counter()
             lr = cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
-            orders = [train[r][torch.randperm(len(train[r]), generator=shuffles[r])]
-                      for r in range(runs)]
+            orders = [
+                train[r][torch.randperm(len(train[r]), generator=shuffles[r])] for r in range(runs)
+            ]
             for step in range(max(steps_per_epoch)):
                 batches = [o[step * cfg.batch_size : (step + 1) * cfg.batch_size] for o in orders]
                 idx, mask = _pad_indices(batches, device)
@@ -244,8 +254,9 @@ class BatchedTrainer:
         final = best_params if cfg.restore_best else params
         self.models_ = []
         for r, model in enumerate(models):
-            model.load_state_dict({**{k: v[r] for k, v in final.items()},
-                                   **{k: v[r] for k, v in buffers.items()}})
+            model.load_state_dict(
+                {**{k: v[r] for k, v in final.items()}, **{k: v[r] for k, v in buffers.items()}}
+            )
             self.models_.append(model)
         self.histories_ = [pd.DataFrame(r) for r in rows]
         self.train_seconds_ = train_seconds

@@ -10,8 +10,10 @@ from gblend.batched import BatchedTrainer, RunData
 from gblend.models import JOINT, FusionNet, ModelConfig
 from gblend.train import TrainConfig, Trainer
 
-SPECS = {"a": SimpleNamespace(kind="vector", shape=(8,)),
-         "b": SimpleNamespace(kind="sequence", shape=(12, 3))}
+SPECS = {
+    "a": SimpleNamespace(kind="vector", shape=(8,)),
+    "b": SimpleNamespace(kind="sequence", shape=(12, 3)),
+}
 # Batched matrix products sum in another order than single ones. Measured after 5 epochs on
 # CPU: losses differ by at most 3e-7 (SGD, AdaGrad) and 4e-5 (Adam), accuracies not at all.
 LOSS_ATOL = 1e-4
@@ -24,8 +26,12 @@ def run_data(seed: int, n: int) -> RunData:
     x["a"][:, :3] += 2.0 * torch.nn.functional.one_hot(y, 3)
     order = np.random.default_rng(seed).permutation(n)
     cut = int(0.6 * n)
-    splits = {"train": order[:cut], "heldout": order[cut : cut + 20],
-              "val": order[cut + 20 : cut + 45], "test": order[cut + 45 :]}
+    splits = {
+        "train": order[:cut],
+        "heldout": order[cut : cut + 20],
+        "val": order[cut + 20 : cut + 45],
+        "test": order[cut + 45 :],
+    }
     return RunData(x, y, splits)
 
 
@@ -38,34 +44,43 @@ def model(seed: int, heads: bool) -> FusionNet:
 def test_batch_equals_runs_one_at_a_time(optimizer):
     seeds, sizes = [0, 1, 2], [200, 230, 170]  # different data and split sizes per run
     data = [run_data(s, n) for s, n in zip(seeds, sizes, strict=True)]
-    config = TrainConfig(epochs=5, batch_size=32, optimizer=optimizer,
-                         lr=0.05 if optimizer == "sgd" else 0.01, lr_milestones=(3,),
-                         train_subset_size=64, device="cpu")
+    config = TrainConfig(
+        epochs=5,
+        batch_size=32,
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 0.01,
+        lr_milestones=(3,),
+        train_subset_size=64,
+        device="cpu",
+    )
     weights = {"a": 0.3, "b": 0.2, JOINT: 0.5}
     batched = BatchedTrainer(config).fit([model(s, True) for s in seeds], data, seeds, weights)
     for r, seed in enumerate(seeds):
         single = Trainer(TrainConfig(**{**config.__dict__, "seed": seed})).fit(
-            model(seed, True), data[r].x, data[r].y, data[r].splits, loss_weights=weights)
+            model(seed, True), data[r].x, data[r].y, data[r].splits, loss_weights=weights
+        )
         a, b = single.history_, batched.histories_[r]
         assert a[["epoch", "head", "split"]].equals(b[["epoch", "head", "split"]])
         np.testing.assert_allclose(a.loss, b.loss, atol=LOSS_ATOL, rtol=0)
         np.testing.assert_allclose(a.acc, b.acc, atol=1e-6, rtol=0)
         assert single.best_epoch_ == batched.best_epochs_[r]
         for k, v in single.model_.state_dict().items():
-            torch.testing.assert_close(batched.models_[r].state_dict()[k], v, atol=1e-4,
-                                       rtol=1e-4)
+            torch.testing.assert_close(batched.models_[r].state_dict()[k], v, atol=1e-4, rtol=1e-4)
 
 
 def test_early_stopping_is_per_run():
     seeds = [0, 1]
     data = [run_data(s, 200) for s in seeds]
-    config = TrainConfig(epochs=30, batch_size=32, lr=0.05, patience=2, train_subset_size=64,
-                         device="cpu")
-    batched = BatchedTrainer(config).fit([model(s, False) for s in seeds], data, seeds,
-                                         {JOINT: 1.0})
+    config = TrainConfig(
+        epochs=30, batch_size=32, lr=0.05, patience=2, train_subset_size=64, device="cpu"
+    )
+    batched = BatchedTrainer(config).fit(
+        [model(s, False) for s in seeds], data, seeds, {JOINT: 1.0}
+    )
     for r, seed in enumerate(seeds):
         single = Trainer(TrainConfig(**{**config.__dict__, "seed": seed})).fit(
-            model(seed, False), data[r].x, data[r].y, data[r].splits, loss_weights={JOINT: 1})
+            model(seed, False), data[r].x, data[r].y, data[r].splits, loss_weights={JOINT: 1}
+        )
         assert batched.epochs_run_[r] == single.epochs_run_
         assert batched.histories_[r].epoch.max() == single.history_.epoch.max()
 
