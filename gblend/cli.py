@@ -174,6 +174,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _compute_args(args: argparse.Namespace) -> list[str]:
     out = [*args.experiments, "--scale", args.scale, "--device", args.device]
+    out += ["--batch-runs", str(args.batch_runs)]
     if args.datasets:
         out += ["--datasets", args.datasets]
     if args.results_dir:
@@ -201,6 +202,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
             args.results_dir or None,
             progress=not args.quiet,
             shard=args.shard,
+            batch_runs=args.batch_runs,
         )
         print(
             f"{' '.join(args.experiments)} {args.scale} shard {args.shard}: "
@@ -280,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
     comp.add_argument("--jobs", type=int, default=1, help="parallel processes (default: 1)")
     comp.add_argument("--shard", type=_parse_shard, help="run only shard i/k of the grid")
+    comp.add_argument(
+        "--batch-runs",
+        type=int,
+        default=1,
+        help="train up to this many runs that differ only in seed as one stacked model "
+        "(naive and equal-weight runs; default 1: one at a time)",
+    )
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     comp.set_defaults(func=cmd_compute)
     return parser

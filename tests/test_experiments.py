@@ -149,3 +149,24 @@ def test_compute_command_splits_the_grid_over_processes(tmp_path):
     with pytest.raises(SystemExit):
         main([*args, "--shard", "3/2"])
     assert main(["compute", "nope", "--results-dir", str(tmp_path)]) == 2
+
+
+def test_batched_grid_caches_each_unit_and_matches_one_at_a_time(tmp_path):
+    from gblend.experiments.table1 import table1_units
+
+    units = [
+        u
+        for u in table1_units("smoke", "mfeat", seeds=3, device="cpu", epochs=4)
+        if u.combo in ("pix", "pix+fou")
+    ]  # 2 combinations x 3 seeds
+    one_by_one = runner.run_grid(units, str(tmp_path / "single"), progress=False)
+    batched = runner.run_grid(units, str(tmp_path / "batched"), progress=False, batch_runs=3)
+    assert len(result_files(tmp_path / "batched")) == len(units)
+    assert {r.get("batched") for r in batched} == {3}
+    for a, b in zip(one_by_one, batched, strict=True):
+        assert (a["key"], a["seed"], a["combo"]) == (b["key"], b["seed"], b["combo"])
+        np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], atol=1e-4)
+        np.testing.assert_allclose(a["history"]["acc"], b["history"]["acc"], atol=1e-6)
+    # a rerun finds every unit cached, batched or not
+    again = runner.run_grid(units, str(tmp_path / "batched"), progress=False, batch_runs=3)
+    assert [r["key"] for r in again] == [r["key"] for r in batched]

@@ -8,6 +8,7 @@ processes can share one grid (e.g. on one GPU) without stepping on each other.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from gblend import blend
 from gblend import data as gdata
+from gblend.batched import BatchedTrainer, RunData
 from gblend.models import JOINT, FusionNet, ModelConfig
 from gblend.results import UnitStore, history_to_json, provenance, unit_key
 from gblend.train import EVAL_SPLITS, TrainConfig, Trainer
@@ -114,13 +116,18 @@ def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, A
     return run.trainer, extras
 
 
-def run_unit(unit: Unit) -> dict[str, Any]:
-    """Train one unit and return its result record (metrics, history, provenance)."""
-    started = time.perf_counter()
-    dataset = load_unit_data(unit)
-    trainer, extras = train_unit(unit, dataset)
-    history = trainer.history_
-    at_best = history[history.epoch == trainer.best_epoch_]
+def _record(
+    unit: Unit,
+    dataset: gdata.Dataset,
+    history: pd.DataFrame,
+    best_epoch: int,
+    epochs_run: int,
+    train_seconds: float,
+    wall_seconds: float,
+    device: str,
+) -> dict[str, Any]:
+    """A unit's result record: identity, config, metrics at the selected epoch, history."""
+    at_best = history[history.epoch == best_epoch]
     metrics = {
         f"{row.split}_{name}": float(getattr(row, name))
         for row in at_best[at_best["head"] == JOINT].itertuples()
@@ -138,13 +145,13 @@ def run_unit(unit: Unit) -> dict[str, Any]:
         "config": unit.config(),
         "data_fingerprint": dataset.fingerprint,
         "split_sizes": {s: int(len(idx)) for s, idx in dataset.splits.items()},
-        "best_epoch": trainer.best_epoch_,
-        "epochs_run": trainer.epochs_run_,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
         "metrics": metrics,
         "history": history_to_json(history),
-        "wall_seconds": time.perf_counter() - started,
-        "train_seconds": trainer.train_seconds_,
-        "provenance": provenance(trainer.device_),
+        "wall_seconds": wall_seconds,
+        "train_seconds": train_seconds,
+        "provenance": provenance(device),
     }
     if unit.method != "naive":
         # every head of the multi-head model at the selected epoch (the fused head is the one
@@ -153,7 +160,73 @@ def run_unit(unit: Unit) -> dict[str, Any]:
             head: {row.split: float(row.acc) for row in rows.itertuples()}
             for head, rows in at_best.groupby("head")
         }
+    return record
+
+
+def run_unit(unit: Unit) -> dict[str, Any]:
+    """Train one unit and return its result record (metrics, history, provenance)."""
+    started = time.perf_counter()
+    dataset = load_unit_data(unit)
+    trainer, extras = train_unit(unit, dataset)
+    record = _record(
+        unit,
+        dataset,
+        trainer.history_,
+        trainer.best_epoch_,
+        trainer.epochs_run_,
+        trainer.train_seconds_,
+        time.perf_counter() - started,
+        trainer.device_,
+    )
     return record | extras
+
+
+BATCHABLE = ("naive", "uniform")  # methods whose runs are one plain training each
+
+
+def batch_key(unit: Unit) -> str:
+    """Units with equal keys differ only in seed and can be trained as one batch."""
+    config = unit.config()
+    config.pop("seed")
+    config["train"].pop("seed")
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """Train units that differ only in seed together (:class:`BatchedTrainer`); one record
+    each, in the format of :func:`run_unit`, with ``batched`` = the batch size."""
+    if len({batch_key(u) for u in units}) != 1 or units[0].method not in BATCHABLE:
+        raise ValueError("a batch needs units of one batchable method differing only in seed")
+    started = time.perf_counter()
+    datasets = [load_unit_data(u) for u in units]
+    models = []
+    for unit, dataset in zip(units, datasets, strict=True):
+        torch.manual_seed(unit.seed)  # the same initial weights as run_unit draws
+        models.append(FusionNet(dataset.specs, dataset.n_classes, unit.model))
+    weights = {JOINT: 1.0} if units[0].method == "naive" else blend.uniform_weights(models[0].heads)
+    trainer = BatchedTrainer(units[0].train).fit(
+        models,
+        [RunData(d.x, d.y, d.splits) for d in datasets],
+        [u.seed for u in units],
+        weights,
+    )
+    wall = (time.perf_counter() - started) / len(units)
+    records = []
+    for r, (unit, dataset) in enumerate(zip(units, datasets, strict=True)):
+        record = _record(
+            unit,
+            dataset,
+            trainer.histories_[r],
+            trainer.best_epochs_[r],
+            trainer.epochs_run_[r],
+            trainer.train_seconds_ / len(units),
+            wall,
+            trainer.device_,
+        )
+        if unit.method == "uniform":
+            record["weights"] = [weights]
+        records.append(record | {"batched": len(units)})
+    return records
 
 
 def run_grid(
@@ -163,33 +236,49 @@ def run_grid(
     progress: bool = True,
     shard: tuple[int, int] | None = None,
     run_missing: bool = True,
+    batch_runs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every unit not yet on disk; return the records of all units (cached or new).
 
     With ``shard=(i, k)`` only units ``i, i+k, ...`` are run and returned. With
     ``run_missing=False`` nothing is trained: only the units already on disk are returned.
+    With ``batch_runs > 1``, pending units of a batchable method that differ only in seed are
+    trained together, up to ``batch_runs`` at a time; each is still cached on its own.
     """
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
             raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}")
         units = units[index::count]
-    records = []
-    bar = tqdm(units, disable=not progress, desc="runs", unit="run")
-    for unit in bar:
+    if batch_runs < 1:
+        raise ValueError("batch_runs must be at least 1")
+    records: dict[int, dict[str, Any]] = {}
+    pending: dict[str, list[tuple[int, Unit, str]]] = {}
+    bar = tqdm(total=len(units), disable=not progress, desc="runs", unit="run")
+    for i, unit in enumerate(units):
         store = UnitStore(results_dir, unit.experiment, unit.scale)
-        dataset = load_unit_data(unit)
-        key = unit_key(unit.config(), dataset.fingerprint)
-        bar.set_postfix_str(f"{unit.dataset} {unit.combo} seed {unit.seed}")
+        key = unit_key(unit.config(), load_unit_data(unit).fingerprint)
         if store.has(unit.dataset, key):
-            records.append(store.load(unit.dataset, key))
-            continue
-        if not run_missing:
-            continue
-        record = run_unit(unit)
-        store.save(unit.dataset, key, record)
-        records.append(record)
-    return records
+            records[i] = store.load(unit.dataset, key)
+            bar.update()
+        elif run_missing:
+            group = batch_key(unit) if batch_runs > 1 and unit.method in BATCHABLE else str(i)
+            pending.setdefault(group, []).append((i, unit, key))
+    for group in pending.values():
+        for start in range(0, len(group), batch_runs):
+            chunk = group[start : start + batch_runs]
+            first = chunk[0][1]
+            bar.set_postfix_str(f"{first.dataset} {first.combo} {first.method} x{len(chunk)}")
+            if len(chunk) == 1:
+                new = [run_unit(first)]
+            else:
+                new = run_batch([unit for _, unit, _ in chunk])
+            for (i, unit, key), record in zip(chunk, new, strict=True):
+                UnitStore(results_dir, unit.experiment, unit.scale).save(unit.dataset, key, record)
+                records[i] = record
+                bar.update()
+    bar.close()
+    return [records[i] for i in sorted(records)]
 
 
 def missing(units: Sequence[Unit], results_dir: str | None = None) -> list[Unit]:
