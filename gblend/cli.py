@@ -237,6 +237,22 @@ def cmd_compute(args: argparse.Namespace) -> int:
     return 0 if all(c == 0 for c in codes) else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gblend import bench  # torch is heavy: import only for this command
+
+    frame, path = bench.run_bench(
+        datasets=[d for d in args.datasets.split(",") if d],
+        runs=args.runs,
+        epochs=args.epochs,
+        device=args.device,
+        results_dir=args.results_dir or None,
+    )
+    columns = ["dataset", "method", "runs", "seconds", "samples_per_s", "ratio_to_reference"]
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gblend", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gblend {__version__}")
@@ -291,6 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     comp.set_defaults(func=cmd_compute)
+
+    ben = sub.add_parser(
+        "bench",
+        help="training throughput: a typical DataLoader loop vs our trainers (batched too)",
+        description="Measure training throughput (samples/s) of a typical PyTorch loop, "
+        "gblend's Trainer and its BatchedTrainer side by side; write results/bench/.",
+    )
+    ben.add_argument("--datasets", default="synthetic,avdigits", help="comma-separated")
+    ben.add_argument(
+        "--runs",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32],
+        help="batch sizes in runs for the batched trainer (default: 1 8 32)",
+    )
+    ben.add_argument("--epochs", type=int, default=2)
+    ben.add_argument("--device", default="auto", help="torch device (default: auto)")
+    ben.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
+    ben.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,156 @@
+"""``gblend bench``: training throughput of our trainers against a typical PyTorch loop.
+
+The reference is written the way public training code usually is: a ``DataLoader`` over a
+``TensorDataset``, each mini-batch moved to the device as it comes, one model at a time. Ours
+keeps the data on the device and indexes mini-batches there (:class:`Trainer`), and trains many
+runs as one stacked model (:class:`BatchedTrainer`). All train the same model on the same data
+with the same batch size and epochs, side by side in one process; only optimisation time is
+counted (our trainers' per-epoch evaluation is excluded). The result is written to
+``results/bench/`` with the device, versions and commit.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from gblend import data as gdata
+from gblend.batched import BatchedTrainer, RunData
+from gblend.models import JOINT, FusionNet, ModelConfig
+from gblend.results import provenance, resolve_results_dir, write_json_atomic
+from gblend.train import TrainConfig, Trainer, make_optimizer, resolve_device
+
+
+def reference_loop(model: torch.nn.Module, dataset: gdata.Dataset, config: TrainConfig) -> float:
+    """Train naively the common way; return the seconds spent in the training loop."""
+    device = resolve_device(config.device)
+    train = torch.as_tensor(dataset.splits["train"])
+    modalities = list(dataset.x)
+    tensors = TensorDataset(*[dataset.x[m][train] for m in modalities], dataset.y[train])
+    loader = DataLoader(
+        tensors,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    model = model.to(device)
+    optimizer = make_optimizer(model.parameters(), config)
+    started = time.perf_counter()
+    for _ in range(config.epochs):
+        model.train()
+        for *xs, yb in loader:
+            inputs = {m: t.to(device) for m, t in zip(modalities, xs, strict=True)}
+            loss = F.cross_entropy(model(inputs)[JOINT], yb.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def throughput(
+    dataset_name: str = "synthetic",
+    runs: Sequence[int] = (1, 8, 32),
+    epochs: int = 2,
+    batch_size: int = 64,
+    device: str = "auto",
+    max_samples: int | None = None,
+) -> pd.DataFrame:
+    """Samples per second of the reference loop, our trainer and the batched trainer."""
+    knobs = {"max_samples": max_samples} if max_samples else {}
+    dataset = gdata.load(dataset_name, seed=0, **knobs)
+    if dataset_name == "mfeat":
+        dataset = dataset.select(gdata.MFEAT_DEFAULT_VIEWS)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, device=device)
+    n_train = len(dataset.splits["train"])
+
+    def model(seed: int) -> FusionNet:
+        torch.manual_seed(seed)
+        return FusionNet(dataset.specs, dataset.n_classes, ModelConfig())
+
+    reference_loop(model(0), dataset, config)  # warm-up: first CUDA calls, allocator, caches
+    rows = []
+
+    def add(method: str, n_runs: int, seconds: float) -> None:
+        rows.append(
+            {
+                "method": method,
+                "runs": n_runs,
+                "seconds": seconds,
+                "samples_per_s": n_runs * n_train * epochs / seconds,
+            }
+        )
+
+    add("reference loop (DataLoader, one model)", 1, reference_loop(model(0), dataset, config))
+    trainer = Trainer(config).fit(
+        model(0), dataset.x, dataset.y, dataset.splits, loss_weights={JOINT: 1.0}
+    )
+    add("gblend Trainer (data on device)", 1, trainer.train_seconds_)
+    for n_runs in runs:
+        batched = BatchedTrainer(config).fit(
+            [model(s) for s in range(n_runs)],
+            [RunData(dataset.x, dataset.y, dataset.splits)] * n_runs,
+            list(range(n_runs)),
+            {JOINT: 1.0},
+        )
+        add("gblend BatchedTrainer", n_runs, batched.train_seconds_)
+    frame = pd.DataFrame(rows)
+    reference = frame.samples_per_s.iloc[0]
+    frame["ratio_to_reference"] = frame.samples_per_s / reference
+    frame["dataset"] = dataset_name
+    frame["n_train"] = n_train
+    frame["epochs"] = epochs
+    frame["batch_size"] = batch_size
+    return frame
+
+
+def run_bench(
+    datasets: Sequence[str] = ("synthetic", "avdigits"),
+    runs: Sequence[int] = (1, 8, 32),
+    epochs: int = 2,
+    device: str = "auto",
+    results_dir: str | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """Measure every data set and write ``results/bench/<device>-<time>.json``."""
+    started = time.perf_counter()
+    frame = pd.concat(
+        [throughput(d, runs, epochs, device=device) for d in datasets], ignore_index=True
+    )
+    resolved = str(resolve_device(device))
+    info: dict[str, Any] = provenance(resolved)
+    info |= {
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started,
+    }
+    tag = info["device_name"].replace(" ", "_").replace("/", "_") or "cpu"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    path = resolve_results_dir(results_dir) / "bench" / f"{tag}-{stamp}.json"
+    write_json_atomic(path, {"provenance": info, "throughput": frame.to_dict("records")})
+    return frame, path
+
+
+def load_bench(results_dir: str | None = None) -> pd.DataFrame:
+    """Every committed bench result, one row per measurement, with its device."""
+    frames = []
+    for path in sorted((resolve_results_dir(results_dir) / "bench").glob("*.json")):
+        payload = json.loads(path.read_text())
+        frame = pd.DataFrame(payload["throughput"])
+        frame["device"] = payload["provenance"]["device_name"]
+        frame["torch"] = payload["provenance"]["torch_version"]
+        frame["commit"] = payload["provenance"]["git_commit"][:12]
+        frame["file"] = path.name
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
