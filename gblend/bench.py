@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,13 @@ def run_bench(
     epochs: int = 2,
     device: str = "auto",
     results_dir: str | None = None,
+    notebooks: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[pd.DataFrame, Path]:
-    """Measure every data set and write ``results/bench/<device>-<time>.json``."""
+    """Measure every data set and write ``results/bench/<device>-<time>.json``.
+
+    ``notebooks``: wall times of notebooks executed from scratch (``gblend bench
+    --notebooks``), stored alongside.
+    """
     started = time.perf_counter()
     frame = pd.concat(
         [throughput(d, runs, epochs, device=device) for d in datasets], ignore_index=True
@@ -138,16 +143,26 @@ def run_bench(
     tag = info["device_name"].replace(" ", "_").replace("/", "_") or "cpu"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = resolve_results_dir(results_dir) / "bench" / f"{tag}-{stamp}.json"
-    write_json_atomic(path, {"provenance": info, "throughput": frame.to_dict("records")})
+    payload = {
+        "provenance": info,
+        "throughput": frame.to_dict("records"),
+        "notebooks": [dict(n) for n in notebooks],
+    }
+    write_json_atomic(path, payload)
     return frame, path
 
 
-def load_bench(results_dir: str | None = None) -> pd.DataFrame:
-    """Every committed bench result, one row per measurement, with its device."""
+def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.DataFrame:
+    """Every committed bench result, one row per measurement, with its device.
+
+    ``part``: ``throughput`` or ``notebooks`` (wall times of notebooks run from scratch).
+    """
     frames = []
     for path in sorted((resolve_results_dir(results_dir) / "bench").glob("*.json")):
         payload = json.loads(path.read_text())
-        frame = pd.DataFrame(payload["throughput"])
+        frame = pd.DataFrame(payload.get(part, []))
+        if frame.empty:
+            continue
         frame["device"] = payload["provenance"]["device_name"]
         frame["torch"] = payload["provenance"]["torch_version"]
         frame["commit"] = payload["provenance"]["git_commit"][:12]

@@ -238,14 +238,31 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
     from gblend import bench  # torch is heavy: import only for this command
 
+    timings = []
+    if args.notebooks:
+        notebooks = select_notebooks(find_repo_root() / "notebooks", None)
+        for scale in args.notebooks:
+            # a fresh results folder, so that every notebook computes its runs
+            with tempfile.TemporaryDirectory() as tmp:
+                for nb in notebooks:
+                    record = run_notebook(nb, Path(tmp) / nb.name, scale, args.device, tmp)
+                    print(
+                        f"{nb.name}: scale={scale} {record.seconds:.1f} s "
+                        f"{'ok' if record.ok else record.error}",
+                        flush=True,
+                    )
+                    timings.append(asdict(record))
     frame, path = bench.run_bench(
         datasets=[d for d in args.datasets.split(",") if d],
         runs=args.runs,
         epochs=args.epochs,
         device=args.device,
         results_dir=args.results_dir or None,
+        notebooks=timings,
     )
     columns = ["dataset", "method", "runs", "seconds", "samples_per_s", "ratio_to_reference"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -325,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--epochs", type=int, default=2)
     ben.add_argument("--device", default="auto", help="torch device (default: auto)")
     ben.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
+    ben.add_argument(
+        "--notebooks",
+        nargs="*",
+        choices=SCALES,
+        default=[],
+        help="also time every notebook from scratch at these scales (e.g. smoke)",
+    )
     ben.set_defaults(func=cmd_bench)
     return parser
 
