@@ -229,6 +229,12 @@ def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
     return records
 
 
+def _location(unit: Unit, results_dir: str | None) -> tuple[UnitStore, str]:
+    """Where a unit's result file lives: its experiment's store and its cache key."""
+    store = UnitStore(results_dir, unit.experiment, unit.scale)
+    return store, unit_key(unit.config(), load_unit_data(unit).fingerprint)
+
+
 def run_grid(
     units: Sequence[Unit],
     results_dir: str | None = None,
@@ -253,17 +259,16 @@ def run_grid(
     if batch_runs < 1:
         raise ValueError("batch_runs must be at least 1")
     records: dict[int, dict[str, Any]] = {}
-    pending: dict[str, list[tuple[int, Unit, str]]] = {}
+    pending: dict[str, list[tuple[int, Unit, UnitStore, str]]] = {}
     bar = tqdm(total=len(units), disable=not progress, desc="runs", unit="run")
     for i, unit in enumerate(units):
-        store = UnitStore(results_dir, unit.experiment, unit.scale)
-        key = unit_key(unit.config(), load_unit_data(unit).fingerprint)
+        store, key = _location(unit, results_dir)
         if store.has(unit.dataset, key):
             records[i] = store.load(unit.dataset, key)
             bar.update()
         elif run_missing:
             group = batch_key(unit) if batch_runs > 1 and unit.method in BATCHABLE else str(i)
-            pending.setdefault(group, []).append((i, unit, key))
+            pending.setdefault(group, []).append((i, unit, store, key))
     for group in pending.values():
         for start in range(0, len(group), batch_runs):
             chunk = group[start : start + batch_runs]
@@ -272,9 +277,9 @@ def run_grid(
             if len(chunk) == 1:
                 new = [run_unit(first)]
             else:
-                new = run_batch([unit for _, unit, _ in chunk])
-            for (i, unit, key), record in zip(chunk, new, strict=True):
-                UnitStore(results_dir, unit.experiment, unit.scale).save(unit.dataset, key, record)
+                new = run_batch([unit for _, unit, _, _ in chunk])
+            for (i, unit, store, key), record in zip(chunk, new, strict=True):
+                store.save(unit.dataset, key, record)
                 records[i] = record
                 bar.update()
     bar.close()
@@ -285,8 +290,8 @@ def missing(units: Sequence[Unit], results_dir: str | None = None) -> list[Unit]
     """The units of a grid that have no result file yet."""
     out = []
     for unit in units:
-        key = unit_key(unit.config(), load_unit_data(unit).fingerprint)
-        if not UnitStore(results_dir, unit.experiment, unit.scale).has(unit.dataset, key):
+        store, key = _location(unit, results_dir)
+        if not store.has(unit.dataset, key):
             out.append(unit)
     return out
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from gblend import data as gdata
 from gblend.experiments.runner import Unit, history_frame, run_grid, runs_frame
-from gblend.experiments.scales import get_scale, model_config, train_config
+from gblend.experiments.scales import Scale, get_scale, model_config, train_config
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
 
 EXPERIMENT = "table1"
@@ -47,8 +47,8 @@ def parse_list(value: str | Sequence[str] | None, valid: Sequence[str]) -> list[
     return items
 
 
-def data_knobs(dataset: str, scale_name: str, **overrides: Any) -> dict[str, Any]:
-    scale = get_scale(scale_name).with_overrides(**overrides)
+def data_knobs(dataset: str, scale: Scale) -> dict[str, Any]:
+    """The data set's size knobs at a scale (the synthetic pool; a cap on the real ones)."""
     if dataset == "synthetic":
         knobs: dict[str, Any] = {"n_samples": scale.synthetic_samples}
         if scale.max_samples is not None:
@@ -68,7 +68,7 @@ def table1_units(
     base = get_scale(scale).with_overrides(seeds=seeds, epochs=epochs)
     units = []
     for dataset in parse_list(datasets, gdata.DATASETS):
-        knobs = data_knobs(dataset, scale, seeds=seeds, epochs=epochs)
+        knobs = data_knobs(dataset, base)
         for seed in range(base.seeds):
             for combo in all_combos(study_modalities(dataset)):
                 units.append(
