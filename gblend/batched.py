@@ -51,6 +51,26 @@ def _pad_indices(indices: Sequence[torch.Tensor], device) -> tuple[torch.Tensor,
     return out, mask
 
 
+def _epoch_batches(
+    orders: Sequence[torch.Tensor], batch_size: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch's mini-batches of every run, built on the host and moved once.
+
+    Returns indices and mask of shape (steps, R, batch_size) and which runs have a batch at
+    each step, (steps, R). A run with fewer steps is padded with empty (masked) batches.
+    """
+    steps = max(1, max(math.ceil(len(o) / batch_size) for o in orders))
+    idx = torch.zeros(len(orders), steps * batch_size, dtype=torch.long)
+    mask = torch.zeros(len(orders), steps * batch_size)
+    for r, order in enumerate(orders):
+        idx[r, : len(order)] = order
+        mask[r, : len(order)] = 1.0
+    idx = idx.view(len(orders), steps, batch_size).transpose(0, 1)
+    mask = mask.view(len(orders), steps, batch_size).transpose(0, 1)
+    has_batch = mask.amax(dim=2)
+    return idx.contiguous().to(device), mask.contiguous().to(device), has_batch.to(device)
+
+
 class _Optimizer:
     """SGD with momentum, Adam and AdaGrad on stacked parameters, with PyTorch's update rules,
     applied only to the runs that are active at this step (the others stay untouched)."""
@@ -177,6 +197,7 @@ class BatchedTrainer:
         self.best_epochs_ = [0] * runs
         self.epochs_run_ = [0] * runs
         best_params = {k: v.clone() for k, v in params.items()}
+        active = [True] * runs  # on the host, so that checking it never waits for the device
         active_runs = torch.ones(runs, device=device)
 
         @torch.no_grad()
@@ -198,18 +219,21 @@ class BatchedTrainer:
                         sums[head] = sums.get(head, 0) + (loss * b_mask).sum(1)
                         right = (logit.argmax(-1) == target).float() * b_mask
                         hits[head] = hits.get(head, 0) + right.sum(1)
-                counts = mask.sum(1)
+                # One transfer per split, not one per number.
+                counts = mask.sum(1).tolist()
+                losses = {h: v.tolist() for h, v in sums.items()}
+                rights = {h: v.tolist() for h, v in hits.items()}
                 for r in range(runs):
-                    if not active_runs[r]:
+                    if not active[r]:
                         continue
                     for head in sums:
-                        acc = float(hits[head][r] / counts[r])
+                        acc = rights[head][r] / counts[r]
                         rows[r].append(
                             {
                                 "epoch": epoch,
                                 "head": head,
                                 "split": split,
-                                "loss": float(sums[head][r] / counts[r]),
+                                "loss": losses[head][r] / counts[r],
                                 "acc": acc,
                             }
                         )
@@ -220,29 +244,27 @@ class BatchedTrainer:
 
         record(0)
         train_seconds = 0.0
-        steps_per_epoch = [math.ceil(len(t) / cfg.batch_size) for t in train]
         for epoch in range(1, cfg.epochs + 1):
-            if not active_runs.any():
+            if not any(active):
                 break
             tick = time.perf_counter()
             lr = cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
             orders = [
                 train[r][torch.randperm(len(train[r]), generator=shuffles[r])] for r in range(runs)
             ]
-            for step in range(max(steps_per_epoch)):
-                batches = [o[step * cfg.batch_size : (step + 1) * cfg.batch_size] for o in orders]
-                idx, mask = _pad_indices(batches, device)
+            # Indices live on the device for the whole epoch: no host work inside the step loop.
+            epoch_idx, epoch_mask, has_batch = _epoch_batches(orders, cfg.batch_size, device)
+            for idx, mask, present in zip(epoch_idx, epoch_mask, has_batch, strict=True):
                 x = {m: t[run_index[:, None], idx] for m, t in xs.items()}
                 target = ys[run_index[:, None], idx]
                 grads = gradients(params, buffers, x, target, mask)
-                has_batch = torch.tensor([len(b) > 0 for b in batches], device=device)
-                optimizer.step(params, grads, lr, active_runs * has_batch)
+                optimizer.step(params, grads, lr, active_runs * present)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - tick
             val_acc = record(epoch)
             for r in range(runs):
-                if not active_runs[r]:
+                if not active[r]:
                     continue
                 self.epochs_run_[r] = epoch
                 if val_acc[r] > best_acc[r]:
@@ -250,6 +272,7 @@ class BatchedTrainer:
                     for k in params:
                         best_params[k][r] = params[k][r]
                 if cfg.patience is not None and epoch - self.best_epochs_[r] >= cfg.patience:
+                    active[r] = False
                     active_runs[r] = 0.0
         final = best_params if cfg.restore_best else params
         self.models_ = []

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from gblend import data as gdata
 from gblend.batched import BatchedTrainer, RunData
@@ -59,6 +60,37 @@ def reference_loop(model: torch.nn.Module, dataset: gdata.Dataset, config: Train
     return time.perf_counter() - started
 
 
+def train_flops_per_sample(
+    model: torch.nn.Module, dataset: gdata.Dataset, batch: int = 64
+) -> float:
+    """Floating-point operations of one training step (forward and backward), per sample."""
+    idx = torch.as_tensor(dataset.splits["train"][:batch])
+    with FlopCounterMode(display=False) as counter:
+        logits = model({m: t[idx] for m, t in dataset.x.items()})[JOINT]
+        F.cross_entropy(logits, dataset.y[idx]).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(idx)
+
+
+def matmul_gflops(device: str = "auto", size: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a large dense matrix product: what this device can do at best in float32."""
+    dev = resolve_device(device)
+    a = torch.randn(size, size, device=dev)
+    b = torch.randn(size, size, device=dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    a @ b
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 def throughput(
     dataset_name: str = "synthetic",
     runs: Sequence[int] = (1, 8, 32),
@@ -79,6 +111,7 @@ def throughput(
         torch.manual_seed(seed)
         return FusionNet(dataset.specs, dataset.n_classes, ModelConfig())
 
+    flops = train_flops_per_sample(model(0), dataset, batch_size)
     reference_loop(model(0), dataset, config)  # warm-up: first CUDA calls, allocator, caches
     rows = []
 
@@ -108,6 +141,7 @@ def throughput(
     frame = pd.DataFrame(rows)
     reference = frame.samples_per_s.iloc[0]
     frame["ratio_to_reference"] = frame.samples_per_s / reference
+    frame["gflops_per_s"] = frame.samples_per_s * flops / 1e9
     frame["dataset"] = dataset_name
     frame["n_train"] = n_train
     frame["epochs"] = epochs
@@ -135,6 +169,7 @@ def run_bench(
     resolved = str(resolve_device(device))
     info: dict[str, Any] = provenance(resolved)
     info |= {
+        "matmul_gflops": matmul_gflops(device),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -165,6 +200,7 @@ def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.D
             continue
         frame["device"] = payload["provenance"]["device_name"]
         frame["torch"] = payload["provenance"]["torch_version"]
+        frame["matmul_gflops"] = payload["provenance"].get("matmul_gflops")
         frame["commit"] = payload["provenance"]["git_commit"][:12]
         frame["file"] = path.name
         frames.append(frame)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -172,16 +171,6 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _compute_args(args: argparse.Namespace) -> list[str]:
-    out = [*args.experiments, "--scale", args.scale, "--device", args.device]
-    out += ["--batch-runs", str(args.batch_runs)]
-    if args.datasets:
-        out += ["--datasets", args.datasets]
-    if args.results_dir:
-        out += ["--results-dir", args.results_dir]
-    return out
-
-
 def cmd_compute(args: argparse.Namespace) -> int:
     from gblend import experiments  # torch is heavy: import only for this command
 
@@ -189,16 +178,17 @@ def cmd_compute(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"unknown experiment(s) {unknown}; valid: {', '.join(experiments.UNITS)}")
     started = time.perf_counter()
+    # the union of the experiments' grids; units they share (e.g. naive runs) run once
+    by_config: dict[str, experiments.Unit] = {}
+    for name in args.experiments:
+        for unit in experiments.UNITS[name](
+            scale=args.scale, datasets=args.datasets or None, device=args.device
+        ):
+            by_config.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
+    units = list(by_config.values())
     if args.shard is not None or args.jobs == 1:
-        # the union of the experiments' grids; units they share (e.g. naive runs) run once
-        units: dict[str, experiments.Unit] = {}
-        for name in args.experiments:
-            for unit in experiments.UNITS[name](
-                scale=args.scale, datasets=args.datasets or None, device=args.device
-            ):
-                units.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
         records = experiments.run_grid(
-            list(units.values()),
+            units,
             args.results_dir or None,
             progress=not args.quiet,
             shard=args.shard,
@@ -210,31 +200,19 @@ def cmd_compute(args: argparse.Namespace) -> int:
             flush=True,
         )
         return 0
-    # Independent processes, each taking every k-th unit: results are per-unit files, so they
-    # never write the same file, and a killed process loses only the unit in flight.
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gblend",
-                "compute",
-                *_compute_args(args),
-                "--shard",
-                f"{i}/{args.jobs}",
-                "--quiet",
-            ]
-        )
-        for i in range(args.jobs)
-    ]
-    codes = [p.wait() for p in procs]
-    seconds = time.perf_counter() - started
+    done = experiments.run_grid_parallel(
+        units,
+        args.results_dir or None,
+        jobs=args.jobs,
+        batch_runs=args.batch_runs,
+        progress=not args.quiet,
+    )
     print(
-        f"{' '.join(args.experiments)} {args.scale}: {args.jobs} processes, {seconds:.1f} s, "
-        f"exit codes {codes}",
+        f"{' '.join(args.experiments)} {args.scale}: {done} runs in {args.jobs} processes, "
+        f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
-    return 0 if all(c == 0 for c in codes) else 1
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -170,3 +170,18 @@ def test_batched_grid_caches_each_unit_and_matches_one_at_a_time(tmp_path):
     # a rerun finds every unit cached, batched or not
     again = runner.run_grid(units, str(tmp_path / "batched"), progress=False, batch_runs=3)
     assert [r["key"] for r in again] == [r["key"] for r in batched]
+
+
+def test_parallel_grid_matches_serial_and_resumes(tmp_path):
+    from gblend.experiments.table1 import table1_units
+
+    units = table1_units("smoke", "mfeat", seeds=1, device="cpu", epochs=2)[:4]
+    serial = runner.run_grid(units, str(tmp_path / "serial"), progress=False)
+    trained = runner.run_grid_parallel(units, str(tmp_path / "parallel"), jobs=2, progress=False)
+    assert trained == len(units)
+    parallel = runner.run_grid(units, str(tmp_path / "parallel"), run_missing=False)
+    for a, b in zip(serial, parallel, strict=True):
+        assert a["key"] == b["key"]
+        # one thread per process here against the default count: sums may round differently
+        assert b["metrics"]["test_loss"] == pytest.approx(a["metrics"]["test_loss"], abs=1e-4)
+    assert runner.run_grid_parallel(units, str(tmp_path / "parallel"), jobs=2) == 0

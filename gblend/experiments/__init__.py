@@ -23,6 +23,7 @@ from gblend.experiments.runner import (
     history_frame,
     missing,
     run_grid,
+    run_grid_parallel,
     run_unit,
     runs_frame,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "get_scale",
     "history_frame",
     "run_grid",
+    "run_grid_parallel",
     "run_unit",
     "runs_frame",
     "side_by_side",
