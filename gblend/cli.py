@@ -248,6 +248,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_full_run(args: argparse.Namespace) -> int:
+    from gblend.fullrun import full_run
+
+    if args.budget <= 0 or args.jobs < 1:
+        raise CliError("--budget must be positive and --jobs at least 1")
+    full_run(Path(args.out), args.budget, args.jobs, args.device, repo=find_repo_root())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gblend", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gblend {__version__}")
@@ -328,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time every notebook from scratch at these scales (e.g. smoke)",
     )
     ben.set_defaults(func=cmd_bench)
+
+    full = sub.add_parser(
+        "full-run",
+        help="on a GPU: benchmark, full-scale grids and notebooks within a time budget",
+        description="Benchmark, compute every full-scale grid (resuming) and execute the "
+        "notebooks within --budget seconds; everything to commit goes under --out "
+        "(see scripts/gpu_full_scale.sh).",
+    )
+    full.add_argument("--out", required=True, help="folder for results/ and notebooks/")
+    full.add_argument("--budget", type=float, default=540.0, help="seconds in all (540)")
+    full.add_argument("--jobs", type=int, default=14, help="parallel processes (default: 14)")
+    full.add_argument("--device", default="cuda", help="torch device (default: cuda)")
+    full.set_defaults(func=cmd_full_run)
     return parser
 
 

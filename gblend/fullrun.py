@@ -1,0 +1,180 @@
+"""``gblend full-run``: the full-scale results, a GPU benchmark and the notebooks in one call.
+
+A GPU is lent for minutes at a time, so one command does everything within a time budget and
+writes everything worth committing under one folder (``--out``): the result files
+(``results/``, a copy of the committed ones plus the new ones), the executed notebooks and
+a log of each phase (``results/bench/<device>-full-run-<time>.json``: command, seconds, exit
+status, and how many units of each grid were missing before and after). Phases, in order:
+
+1. ``bench``: ``gblend bench`` on the GPU (1, 8, 32, 128 runs per batch), per data set;
+2. ``compute``: every experiment's grid at ``full`` scale (the tables, then Figure 5),
+   longest units first, in parallel processes;
+3. ``notebooks``: ``gblend reproduce --scale published`` on the results (full where complete).
+
+A phase that would overrun the budget is stopped; finished units are already on disk
+(each is written atomically), so the next call resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gblend.results import provenance, write_json_atomic
+
+EXPERIMENTS = ("table1", "table2", "table4", "figure5")
+BENCH_DATASETS = ("synthetic", "avdigits")
+COMPUTE_GROUPS = (("table1", "table2", "table4"), ("figure5",))
+
+
+@dataclass
+class Phase:
+    name: str
+    command: list[str]
+    seconds: float
+    returncode: int | None  # None: stopped at its time limit, or skipped (seconds 0)
+    limit_s: float
+
+
+def run_phase(name: str, command: list[str], limit_s: float) -> Phase:
+    """Run a command in its own process group; stop the whole group at ``limit_s``."""
+    if limit_s < 5:
+        print(f"[full-run] {name}: skipped, no time left", flush=True)
+        return Phase(name, command, 0.0, None, round(limit_s, 1))
+    print(f"[full-run] {name}: {' '.join(command)} (limit {limit_s:.0f} s)", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, start_new_session=True)
+    try:
+        code: int | None = proc.wait(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        code = None
+    seconds = time.perf_counter() - started
+    print(f"[full-run] {name}: {seconds:.1f} s, exit {code}", flush=True)
+    return Phase(name, command, round(seconds, 2), code, round(limit_s, 1))
+
+
+def missing_counts(results_dir: Path) -> dict[str, int]:
+    from gblend import experiments
+
+    return {
+        e: len(experiments.missing(experiments.UNITS[e]("full"), str(results_dir)))
+        for e in EXPERIMENTS
+    }
+
+
+def full_run(
+    out: Path,
+    budget_s: float = 540.0,
+    jobs: int = 14,
+    device: str = "cuda",
+    bench_limit_s: float = 60.0,
+    notebook_reserve_s: float = 90.0,
+    repo: Path | None = None,
+) -> Path:
+    """Run the three phases within ``budget_s`` seconds; return the path of the phase log."""
+    started = time.perf_counter()
+    repo = repo or Path.cwd()
+    results = out / "results"
+    if not results.exists():
+        shutil.copytree(repo / "results", results)
+    gblend = [sys.executable, "-m", "gblend"]
+    before = missing_counts(results)
+    phases = []
+
+    def left() -> float:
+        return budget_s - (time.perf_counter() - started)
+
+    for dataset in BENCH_DATASETS:  # one file each: a stopped phase loses only its own
+        phases.append(
+            run_phase(
+                f"bench {dataset}",
+                [
+                    *gblend,
+                    "bench",
+                    "--device",
+                    device,
+                    "--datasets",
+                    dataset,
+                    "--runs",
+                    "1",
+                    "8",
+                    "32",
+                    "128",
+                    "--results-dir",
+                    str(results),
+                ],
+                min(bench_limit_s, left() - notebook_reserve_s),
+            )
+        )
+    # The tables first: Figure 5's probed runs cost the most, so with little time they would
+    # hold every process while no table completes.
+    for group in COMPUTE_GROUPS:
+        phases.append(
+            run_phase(
+                f"compute {' '.join(group)}",
+                [
+                    *gblend,
+                    "compute",
+                    *group,
+                    "--scale",
+                    "full",
+                    "--device",
+                    device,
+                    "--jobs",
+                    str(jobs),
+                    "--batch-runs",
+                    "5",
+                    "--results-dir",
+                    str(results),
+                    "--quiet",
+                ],
+                left() - notebook_reserve_s,
+            )
+        )
+    phases.append(
+        run_phase(
+            "notebooks",
+            [
+                *gblend,
+                "reproduce",
+                "--scale",
+                "published",
+                "--device",
+                device,
+                "--results-dir",
+                str(results),
+                "--output-dir",
+                str(out / "notebooks"),
+            ],
+            left(),
+        )
+    )
+    info = provenance(device)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    tag = (info.get("device_name") or device).replace(" ", "_").replace("/", "_")
+    log = out / "notebooks" / "reproduce_log.json"
+    payload = {
+        "provenance": info | {"jobs": jobs, "budget_s": budget_s},
+        "full_run": [asdict(p) for p in phases],
+        "missing_before": before,
+        "missing_after": missing_counts(results),
+        "notebooks_from_results": json.loads(log.read_text())["runs"] if log.is_file() else [],
+    }
+    path = results / "bench" / f"{tag}-full-run-{stamp}.json"
+    write_json_atomic(path, payload)
+    print(f"[full-run] {time.perf_counter() - started:.1f} s in all; log {path}", flush=True)
+    return path
