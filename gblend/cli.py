@@ -19,6 +19,7 @@ from pathlib import Path
 from gblend import __version__
 
 SCALES = ("smoke", "cpu", "full")
+PHASES = ("bench", "compute", "notebooks")  # gblend.fullrun.PHASES, without importing torch
 LOG_NAME = "reproduce_log.json"
 
 
@@ -253,7 +254,14 @@ def cmd_full_run(args: argparse.Namespace) -> int:
 
     if args.budget <= 0 or args.jobs < 1:
         raise CliError("--budget must be positive and --jobs at least 1")
-    full_run(Path(args.out), args.budget, args.jobs, args.device, repo=find_repo_root())
+    full_run(
+        Path(args.out),
+        args.budget,
+        args.jobs,
+        args.device,
+        repo=find_repo_root(),
+        phases_to_run=tuple(args.phases),
+    )
     return 0
 
 
@@ -349,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--budget", type=float, default=540.0, help="seconds in all (540)")
     full.add_argument("--jobs", type=int, default=14, help="parallel processes (default: 14)")
     full.add_argument("--device", default="cuda", help="torch device (default: cuda)")
+    full.add_argument(
+        "--phases", nargs="+", choices=PHASES, default=list(PHASES), help="(default: all)"
+    )
     full.set_defaults(func=cmd_full_run)
     return parser
 

@@ -32,6 +32,7 @@ from gblend.results import provenance, write_json_atomic
 
 EXPERIMENTS = ("table1", "table2", "table4", "figure5")
 BENCH_DATASETS = ("synthetic", "avdigits")
+PHASES = ("bench", "compute", "notebooks")
 COMPUTE_GROUPS = (("table1", "table2", "table4"), ("figure5",))
 
 
@@ -84,8 +85,12 @@ def full_run(
     bench_limit_s: float = 60.0,
     notebook_reserve_s: float = 90.0,
     repo: Path | None = None,
+    phases_to_run: tuple[str, ...] = PHASES,
 ) -> Path:
-    """Run the three phases within ``budget_s`` seconds; return the path of the phase log."""
+    """Run the phases within ``budget_s`` seconds; return the path of the phase log."""
+    unknown = set(phases_to_run) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown phases {sorted(unknown)}; valid: {', '.join(PHASES)}")
     started = time.perf_counter()
     repo = repo or Path.cwd()
     results = out / "results"
@@ -98,7 +103,9 @@ def full_run(
     def left() -> float:
         return budget_s - (time.perf_counter() - started)
 
-    for dataset in BENCH_DATASETS:  # one file each: a stopped phase loses only its own
+    if "notebooks" not in phases_to_run:
+        notebook_reserve_s = 0.0
+    for dataset in BENCH_DATASETS if "bench" in phases_to_run else ():  # one file each
         phases.append(
             run_phase(
                 f"bench {dataset}",
@@ -122,7 +129,7 @@ def full_run(
         )
     # The tables first: Figure 5's probed runs cost the most, so with little time they would
     # hold every process while no table completes.
-    for group in COMPUTE_GROUPS:
+    for group in COMPUTE_GROUPS if "compute" in phases_to_run else ():
         phases.append(
             run_phase(
                 f"compute {' '.join(group)}",
@@ -145,24 +152,25 @@ def full_run(
                 left() - notebook_reserve_s,
             )
         )
-    phases.append(
-        run_phase(
-            "notebooks",
-            [
-                *gblend,
-                "reproduce",
-                "--scale",
-                "published",
-                "--device",
-                device,
-                "--results-dir",
-                str(results),
-                "--output-dir",
-                str(out / "notebooks"),
-            ],
-            left(),
+    if "notebooks" in phases_to_run:
+        phases.append(
+            run_phase(
+                "notebooks",
+                [
+                    *gblend,
+                    "reproduce",
+                    "--scale",
+                    "published",
+                    "--device",
+                    device,
+                    "--results-dir",
+                    str(results),
+                    "--output-dir",
+                    str(out / "notebooks"),
+                ],
+                left(),
+            )
         )
-    )
     info = provenance(device)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     tag = (info.get("device_name") or device).replace(" ", "_").replace("/", "_")

