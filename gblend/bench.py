@@ -190,7 +190,8 @@ def run_bench(
 def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.DataFrame:
     """Every committed bench result, one row per measurement, with its device.
 
-    ``part``: ``throughput`` or ``notebooks`` (wall times of notebooks run from scratch).
+    ``part``: ``throughput``, ``notebooks`` (wall times of notebooks run from scratch) or
+    ``full_run`` (the phases of ``gblend full-run``).
     """
     frames = []
     for path in sorted((resolve_results_dir(results_dir) / "bench").glob("*.json")):
@@ -199,9 +200,40 @@ def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.D
         if frame.empty:
             continue
         frame["device"] = payload["provenance"]["device_name"]
+        frame["device_type"] = payload["provenance"]["device"]
         frame["torch"] = payload["provenance"]["torch_version"]
         frame["matmul_gflops"] = payload["provenance"].get("matmul_gflops")
         frame["commit"] = payload["provenance"]["git_commit"][:12]
         frame["file"] = path.name
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+BATCHED = "gblend BatchedTrainer"
+# The project's targets (issue 4): batched training at 32 or more runs per batch against the
+# reference loop, on 2 CPU cores and on one GPU.
+THROUGHPUT_TARGETS = {"cpu": 5.0, "cuda": 20.0}
+
+
+def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
+    """Every batched measurement at 32+ runs against the target for its kind of device."""
+    batched = measured[(measured.method == BATCHED) & (measured.runs >= 32)]
+    out = batched[["device", "device_type", "dataset", "runs", "ratio_to_reference"]].copy()
+    out["target"] = out.device_type.map(THROUGHPUT_TARGETS)
+    out["met"] = out.ratio_to_reference >= out.target
+    return out.reset_index(drop=True)
+
+
+def full_run_phases(results_dir: str | None = None) -> pd.DataFrame:
+    """The phases of every committed ``gblend full-run``, with a readable status."""
+    phases = load_bench(results_dir, part="full_run")
+    if phases.empty:
+        return phases
+
+    def status(row: pd.Series) -> str:
+        if pd.isna(row.returncode):
+            return "skipped" if row.seconds == 0 else "stopped at its limit"
+        return "ok" if row.returncode == 0 else f"failed (exit {int(row.returncode)})"
+
+    phases["status"] = phases.apply(status, axis=1)
+    return phases[["device", "file", "name", "seconds", "limit_s", "status", "commit"]]

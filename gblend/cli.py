@@ -153,7 +153,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         status = "ok" if record.ok else f"FAILED ({record.error})"
         print(f"{nb.name}: scale={scale} {record.seconds:.1f} s {status}", flush=True)
         records.append(record)
-    write_log(output_dir / LOG_NAME, records)
+        write_log(output_dir / LOG_NAME, [record])  # after each: a stopped run keeps its times
 
     failed = [r.notebook for r in records if not r.ok]
     if failed:

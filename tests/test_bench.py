@@ -17,3 +17,50 @@ def test_bench_measures_every_trainer_and_round_trips(tmp_path):
     loaded = bench.load_bench(str(tmp_path))
     assert len(loaded) == len(frame) and loaded.device.notna().all()
     assert bench.load_bench(str(tmp_path / "none")).empty
+    assert (loaded.gflops_per_s > 0).all() and (loaded.matmul_gflops > 0).all()
+
+
+def test_flops_per_sample_counts_forward_and_backward():
+    import torch
+
+    from gblend import data as gdata
+    from gblend.models import JOINT
+
+    class Linear(torch.nn.Module):
+        def __init__(self, dim: int, classes: int) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(dim, classes, bias=False)
+
+        def forward(self, x):
+            return {JOINT: self.fc(x["pix"])}
+
+    dataset = gdata.load("mfeat", seed=0, max_samples=200).select(["pix"])
+    dim, classes = dataset.x["pix"].shape[1], dataset.n_classes
+    # forward 2*d*c per sample; backward needs only the weight gradient (inputs need none)
+    assert bench.train_flops_per_sample(Linear(dim, classes), dataset, 16) == 4 * dim * classes
+
+
+def test_targets_and_full_run_phases_read_the_files(tmp_path):
+    import json
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    prov = {"device": "cuda", "device_name": "GPU", "torch_version": "2", "git_commit": "abc"}
+    rows = [
+        {"method": bench.BATCHED, "runs": 8, "ratio_to_reference": 30.0, "dataset": "d"},
+        {"method": bench.BATCHED, "runs": 32, "ratio_to_reference": 19.0, "dataset": "d"},
+        {"method": bench.BATCHED, "runs": 128, "ratio_to_reference": 21.0, "dataset": "d"},
+    ]
+    phases = [
+        {"name": "a", "seconds": 3.0, "returncode": 0, "limit_s": 9.0},
+        {"name": "b", "seconds": 9.0, "returncode": None, "limit_s": 9.0},
+        {"name": "c", "seconds": 0.0, "returncode": None, "limit_s": 1.0},
+        {"name": "d", "seconds": 1.0, "returncode": 2, "limit_s": 9.0},
+    ]
+    payload = {"provenance": prov, "throughput": rows, "full_run": phases}
+    (folder / "GPU-x.json").write_text(json.dumps(payload))
+    targets = bench.throughput_targets(bench.load_bench(str(tmp_path)))
+    assert list(targets.runs) == [32, 128]  # fewer than 32 runs is not what the target asks
+    assert list(targets.met) == [False, True] and set(targets.target) == {20.0}
+    status = bench.full_run_phases(str(tmp_path)).set_index("name").status
+    assert list(status) == ["ok", "stopped at its limit", "skipped", "failed (exit 2)"]
