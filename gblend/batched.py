@@ -2,11 +2,13 @@
 
 The study is a grid of many small runs; one at a time they leave a GPU idle and a CPU core
 busy with Python. Here R runs that share an architecture and a :class:`TrainConfig` but differ
-in seed (initial weights, shuffling, and their own data split) are trained in one process:
+in seed (initial weights, shuffling, and their own data split), loss weights and learning rate
+are trained in one process:
 their parameters are stacked (``torch.func.stack_module_state``) and every step evaluates all
 R models with ``vmap``. Each run keeps its own data, mini-batch order, optimizer state, best
 epoch and early stopping, and gets its own history, exactly as :class:`gblend.train.Trainer`
-would record it.
+would record it; parameters a run's loss does not reach are not stepped (no weight decay
+either), as PyTorch's optimizers skip parameters without a gradient.
 
 Same seeds give the same runs as training them one at a time, up to floating-point rounding
 (batched matrix products sum in another order); ``tests/test_batched.py`` states the tolerance.
@@ -71,25 +73,43 @@ def _epoch_batches(
     return idx.contiguous().to(device), mask.contiguous().to(device), has_batch.to(device)
 
 
+def _used_parameters(model: nn.Module, heads: Sequence[str], x: Mapping[str, torch.Tensor]):
+    """Names of the parameters that the loss of ``heads`` reaches. The others get no gradient
+    in :class:`Trainer` (``None``), so PyTorch's optimizers leave them alone: no weight decay,
+    no step."""
+    model.zero_grad(set_to_none=True)
+    logits = model(x)
+    sum(logits[h].sum() for h in heads).backward()
+    used = {name for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return used
+
+
 class _Optimizer:
     """SGD with momentum, Adam and AdaGrad on stacked parameters, with PyTorch's update rules,
-    applied only to the runs that are active at this step (the others stay untouched)."""
+    applied only to the runs that are active at this step and, in each run, only to the
+    parameters its loss reaches (``used``: name -> (R,) mask; the others stay untouched)."""
 
-    def __init__(self, params: dict[str, torch.Tensor], config: TrainConfig) -> None:
+    def __init__(
+        self, params: dict[str, torch.Tensor], config: TrainConfig, used: dict[str, torch.Tensor]
+    ) -> None:
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {OPTIMIZERS}")
         self.config = config
+        self.used = used
         self.state = {k: {} for k in params}
         runs = next(iter(params.values())).shape[0]
         self.steps = torch.zeros(runs, device=next(iter(params.values())).device)
 
     @torch.no_grad()
-    def step(self, params, grads, lr: float, active: torch.Tensor) -> None:
+    def step(self, params, grads, lrs: torch.Tensor, active: torch.Tensor) -> None:
+        """``lrs``: each run's learning rate at this step, shape (R,)."""
         cfg = self.config
         self.steps += active
         for name, p in params.items():
             g = grads[name]
-            on = active.view(-1, *([1] * (p.dim() - 1))).bool()
+            on = (active * self.used[name]).view(-1, *([1] * (p.dim() - 1))).bool()
+            lr = lrs.view(-1, *([1] * (p.dim() - 1)))
             if cfg.weight_decay:
                 g = g + cfg.weight_decay * p
             state = self.state[name]
@@ -120,11 +140,13 @@ class _Optimizer:
 class BatchedTrainer:
     """Train R runs of one architecture at once; the batched twin of :class:`Trainer`.
 
-    ``fit(models, data, seeds, loss_weights)``: ``models[r]`` is run r's freshly initialised
-    model (same architecture for all), ``data[r]`` its data and ``seeds[r]`` its seed (the
-    config's own ``seed`` is not used). After ``fit``: ``models_``, ``histories_``,
-    ``best_epochs_``, ``epochs_run_`` (lists, one entry per run), ``train_seconds_``,
-    ``seconds_`` and ``device_``.
+    ``fit(models, data, seeds, loss_weights, lrs=None)``: ``models[r]`` is run r's freshly
+    initialised model (same architecture for all), ``data[r]`` its data and ``seeds[r]`` its
+    seed (the config's own ``seed`` is not used); ``loss_weights`` is one mapping head ->
+    weight for all runs or one per run, ``lrs`` one base learning rate per run (default: the
+    config's ``lr`` for all; the schedule applies to each). After ``fit``: ``models_``,
+    ``histories_``, ``best_epochs_``, ``epochs_run_`` (lists, one entry per run),
+    ``train_seconds_``, ``seconds_`` and ``device_``.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -135,7 +157,8 @@ class BatchedTrainer:
         models: Sequence[nn.Module],
         data: Sequence[RunData],
         seeds: Sequence[int],
-        loss_weights: Mapping[str, float],
+        loss_weights: Mapping[str, float] | Sequence[Mapping[str, float]],
+        lrs: Sequence[float] | None = None,
     ) -> BatchedTrainer:
         cfg = self.config
         runs = len(models)
@@ -148,7 +171,14 @@ class BatchedTrainer:
         started = time.perf_counter()
         device = resolve_device(cfg.device)
         self.device_ = str(device)
-        weights = {h: w for h, w in loss_weights.items() if w > 0}
+        per_run = [loss_weights] * runs if isinstance(loss_weights, Mapping) else loss_weights
+        base_lrs = [cfg.lr] * runs if lrs is None else list(lrs)
+        if len(per_run) != runs or len(base_lrs) != runs:
+            raise ValueError("give one loss-weight mapping and one learning rate per run")
+        # heads with a positive weight in some run; a run's other heads get weight 0
+        heads = sorted({h for w in per_run for h, v in w.items() if v > 0})
+        weights = torch.tensor([[w.get(h, 0.0) for h in heads] for w in per_run], device=device)
+        run_lrs = torch.tensor(base_lrs, device=device)
 
         # Each run's data, padded to a common number of samples and stacked: (R, N, ...).
         modalities = list(data[0].x)
@@ -180,17 +210,26 @@ class BatchedTrainer:
         def run_logits(p, b, x):
             return functional_call(base, (p, b), (x,))
 
-        def run_loss(p, b, x, y, mask):
+        def run_loss(p, b, w, x, y, mask):
             logits = run_logits(p, b, x)
             total = 0.0
-            for head, w in weights.items():
+            for i, head in enumerate(heads):
                 per_sample = F.cross_entropy(logits[head], y, reduction="none")
-                total = total + w * (per_sample * mask).sum() / mask.sum().clamp(min=1)
+                total = total + w[i] * (per_sample * mask).sum() / mask.sum().clamp(min=1)
             return total
 
         gradients = vmap(grad(run_loss), randomness="different")
         batched_logits = vmap(run_logits, randomness="different")
-        optimizer = _Optimizer(params, cfg)
+        sample = {m: t[:2].to(device) for m, t in data[0].x.items()}
+        used_by_run = [
+            _used_parameters(model, [h for h, v in w.items() if v > 0], sample)
+            for model, w in zip(models, per_run, strict=True)
+        ]
+        used = {
+            name: torch.tensor([float(name in u) for u in used_by_run], device=device)
+            for name in params
+        }
+        optimizer = _Optimizer(params, cfg, used)
         shuffles = [torch.Generator().manual_seed(s) for s in seeds]
         rows: list[list[dict]] = [[] for _ in range(runs)]
         best_acc = [-1.0] * runs
@@ -248,7 +287,7 @@ class BatchedTrainer:
             if not any(active):
                 break
             tick = time.perf_counter()
-            lr = cfg.lr * cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
+            decay = cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
             orders = [
                 train[r][torch.randperm(len(train[r]), generator=shuffles[r])] for r in range(runs)
             ]
@@ -257,8 +296,8 @@ class BatchedTrainer:
             for idx, mask, present in zip(epoch_idx, epoch_mask, has_batch, strict=True):
                 x = {m: t[run_index[:, None], idx] for m, t in xs.items()}
                 target = ys[run_index[:, None], idx]
-                grads = gradients(params, buffers, x, target, mask)
-                optimizer.step(params, grads, lr, active_runs * present)
+                grads = gradients(params, buffers, weights, x, target, mask)
+                optimizer.step(params, grads, run_lrs * decay, active_runs * present)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - tick

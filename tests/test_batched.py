@@ -85,6 +85,38 @@ def test_early_stopping_is_per_run():
         assert batched.histories_[r].epoch.max() == single.history_.epoch.max()
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_runs_with_their_own_loss_weights_and_learning_rates(optimizer):
+    seeds = [3, 3, 4]  # the same seed twice: only weights and learning rate differ
+    data = [run_data(s, 180) for s in seeds]
+    weights = [{JOINT: 1.0}, {"a": 0.5, "b": 0.1, JOINT: 0.4}, {"b": 1.0}]
+    lrs = [0.05, 0.02, 0.01] if optimizer == "sgd" else [0.01, 0.003, 0.02]
+    config = TrainConfig(
+        epochs=4,
+        batch_size=32,
+        optimizer=optimizer,
+        lr_milestones=(2,),
+        train_subset_size=64,
+        device="cpu",
+    )
+    batched = BatchedTrainer(config).fit(
+        [model(s, True) for s in seeds], data, seeds, weights, lrs=lrs
+    )
+    for r, seed in enumerate(seeds):
+        single_config = TrainConfig(**{**config.__dict__, "seed": seed, "lr": lrs[r]})
+        single = Trainer(single_config).fit(
+            model(seed, True), data[r].x, data[r].y, data[r].splits, loss_weights=weights[r]
+        )
+        a, b = single.history_, batched.histories_[r]
+        np.testing.assert_allclose(a.loss, b.loss, atol=LOSS_ATOL, rtol=0)
+        np.testing.assert_allclose(a.acc, b.acc, atol=1e-6, rtol=0)
+        assert single.best_epoch_ == batched.best_epochs_[r]
+    # the two runs of seed 3 really trained differently
+    assert not np.allclose(batched.histories_[0].loss, batched.histories_[1].loss)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="equally long"):
         BatchedTrainer().fit([model(0, False)], [], [0], {JOINT: 1.0})
+    with pytest.raises(ValueError, match="one learning rate per run"):
+        BatchedTrainer().fit([model(0, False)], [run_data(0, 100)], [0], {JOINT: 1.0}, [0.1, 0.2])

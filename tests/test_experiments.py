@@ -185,3 +185,18 @@ def test_parallel_grid_matches_serial_and_resumes(tmp_path):
         # one thread per process here against the default count: sums may round differently
         assert b["metrics"]["test_loss"] == pytest.approx(a["metrics"]["test_loss"], abs=1e-4)
     assert runner.run_grid_parallel(units, str(tmp_path / "parallel"), jobs=2) == 0
+
+
+def test_units_differing_in_seed_and_learning_rate_share_a_batch(tmp_path):
+    from dataclasses import replace
+
+    from gblend.experiments.table1 import table1_units
+
+    units = [u for u in table1_units("smoke", "mfeat", seeds=3, device="cpu") if u.combo == "pix"]
+    units += [replace(u, train=replace(u.train, lr=u.train.lr / 2)) for u in units]
+    _, chunks = runner._plan(units, str(tmp_path), batch_runs=6, run_missing=True)
+    assert [len(c) for c in chunks] == [6]
+    # another architecture (two modalities) never joins them
+    other = [u for u in table1_units("smoke", "mfeat", seeds=1, device="cpu") if "+" in u.combo]
+    _, chunks = runner._plan(units + other[:1], str(tmp_path), batch_runs=8, run_missing=True)
+    assert sorted(len(c) for c in chunks) == [1, 6]

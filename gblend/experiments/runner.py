@@ -187,18 +187,23 @@ BATCHABLE = ("naive", "uniform")  # methods whose runs are one plain training ea
 
 
 def batch_key(unit: Unit) -> str:
-    """Units with equal keys differ only in seed and can be trained as one batch."""
+    """Units with equal keys differ only in seed and learning rate (same architecture, method
+    and everything else) and can be trained as one batch."""
     config = unit.config()
     config.pop("seed")
     config["train"].pop("seed")
+    config["train"].pop("lr")
     return json.dumps(config, sort_keys=True, default=str)
 
 
 def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
-    """Train units that differ only in seed together (:class:`BatchedTrainer`); one record
-    each, in the format of :func:`run_unit`, with ``batched`` = the batch size."""
+    """Train units that differ only in seed and learning rate together
+    (:class:`BatchedTrainer`); one record each, in the format of :func:`run_unit`, with
+    ``batched`` = the batch size."""
     if len({batch_key(u) for u in units}) != 1 or units[0].method not in BATCHABLE:
-        raise ValueError("a batch needs units of one batchable method differing only in seed")
+        raise ValueError(
+            "a batch needs units of one batchable method differing only in seed and learning rate"
+        )
     started = time.perf_counter()
     datasets = [load_unit_data(u) for u in units]
     models = []
@@ -211,6 +216,7 @@ def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
         [RunData(d.x, d.y, d.splits) for d in datasets],
         [u.seed for u in units],
         weights,
+        lrs=[u.train.lr for u in units],
     )
     wall = (time.perf_counter() - started) / len(units)
     records = []
