@@ -2,8 +2,9 @@
 
 A unit is one training run. Its result file is written atomically when it finishes, so a
 rerun skips finished units and an interrupted grid (Ctrl-C, a killed process) resumes where it
-stopped, losing at most the unit in flight. ``shard=(i, k)`` runs every k-th unit, so k
-processes can share one grid (e.g. on one GPU) without stepping on each other.
+stopped, losing at most the units in flight. :func:`run_grid_parallel` shares a grid among
+processes (e.g. on one GPU), each taking the next pending unit; ``shard=(i, k)`` splits it
+statically, e.g. across machines.
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ def _plan(
 
 
 def _run_chunk(chunk: Sequence[_Pending]) -> list[tuple[int, dict[str, Any]]]:
-    """Train one chunk (one unit, or a batch of seeds) and save each result on its own."""
+    """Train one chunk (one unit, or a batch of them) and save each result on its own."""
     units = [unit for _, unit, _, _ in chunk]
     new = [run_unit(units[0])] if len(units) == 1 else run_batch(units)
     for (_, unit, store, key), record in zip(chunk, new, strict=True):
