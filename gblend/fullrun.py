@@ -97,7 +97,9 @@ def full_run(
     if not results.exists():
         shutil.copytree(repo / "results", results)
     gblend = [sys.executable, "-m", "gblend"]
-    before = missing_counts(results)
+    # counting loads every data set (for its fingerprint): only worth it when computing
+    counting = "compute" in phases_to_run
+    before = missing_counts(results) if counting else {}
     phases = []
 
     def left() -> float:
@@ -179,7 +181,7 @@ def full_run(
         "provenance": info | {"jobs": jobs, "budget_s": budget_s},
         "full_run": [asdict(p) for p in phases],
         "missing_before": before,
-        "missing_after": missing_counts(results),
+        "missing_after": missing_counts(results) if counting else {},
         "notebooks_from_results": json.loads(log.read_text())["runs"] if log.is_file() else [],
     }
     path = results / "bench" / f"{tag}-full-run-{stamp}.json"
