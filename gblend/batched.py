@@ -85,56 +85,77 @@ def _used_parameters(model: nn.Module, heads: Sequence[str], x: Mapping[str, tor
     return used
 
 
-class _Optimizer:
-    """SGD with momentum, Adam and AdaGrad on stacked parameters, with PyTorch's update rules,
-    applied only to the runs that are active at this step and, in each run, only to the
-    parameters its loss reaches (``used``: name -> (R,) mask; the others stay untouched)."""
+class _FlatParameters:
+    """The stacked parameters as views into one (R, P) buffer, so that an optimizer step is a
+    few whole-buffer operations rather than several per parameter tensor (on a GPU each
+    operation is a kernel launch, and launches, not arithmetic, bound these small models)."""
 
-    def __init__(
-        self, params: dict[str, torch.Tensor], config: TrainConfig, used: dict[str, torch.Tensor]
-    ) -> None:
+    def __init__(self, params: Mapping[str, torch.Tensor]) -> None:
+        self.runs = next(iter(params.values())).shape[0]
+        self.sizes = {name: p[0].numel() for name, p in params.items()}
+        self.flat = torch.cat([p.reshape(self.runs, -1) for p in params.values()], dim=1)
+        self.views = self.unflatten(self.flat, params)
+
+    def unflatten(self, flat: torch.Tensor, like: Mapping[str, torch.Tensor]):
+        views, start = {}, 0
+        for name, size in self.sizes.items():
+            views[name] = flat[:, start : start + size].view(like[name].shape)
+            start += size
+        return views
+
+    def flatten(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([tensors[name].reshape(self.runs, -1) for name in self.sizes], dim=1)
+
+    def per_name(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(R, P) from one (R,) vector per parameter name."""
+        return torch.cat(
+            [values[name][:, None].expand(-1, size) for name, size in self.sizes.items()], dim=1
+        )
+
+
+class _Optimizer:
+    """SGD with momentum, Adam and AdaGrad on the flat (R, P) parameters, with PyTorch's update
+    rules, applied only to the runs that are active at this step and, in each run, only to the
+    parameters its loss reaches (``used``, (R, P); the others stay untouched)."""
+
+    def __init__(self, flat: torch.Tensor, config: TrainConfig, used: torch.Tensor) -> None:
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {OPTIMIZERS}")
         self.config = config
         self.used = used
-        self.state = {k: {} for k in params}
-        runs = next(iter(params.values())).shape[0]
-        self.steps = torch.zeros(runs, device=next(iter(params.values())).device)
+        self.state: dict[str, torch.Tensor] = {}
+        self.steps = torch.zeros(flat.shape[0], 1, device=flat.device)
 
     @torch.no_grad()
-    def step(self, params, grads, lrs: torch.Tensor, active: torch.Tensor) -> None:
-        """``lrs``: each run's learning rate at this step, shape (R,)."""
-        cfg = self.config
-        self.steps += active
-        for name, p in params.items():
-            g = grads[name]
-            on = (active * self.used[name]).view(-1, *([1] * (p.dim() - 1))).bool()
-            lr = lrs.view(-1, *([1] * (p.dim() - 1)))
-            if cfg.weight_decay:
-                g = g + cfg.weight_decay * p
-            state = self.state[name]
-            if cfg.optimizer == "sgd":
-                if cfg.momentum:
-                    first = (self.steps == 1).view(-1, *([1] * (p.dim() - 1)))
-                    buf = state.get("buf", torch.zeros_like(p))
-                    new = torch.where(first, g, cfg.momentum * buf + g)
-                    state["buf"] = torch.where(on, new, buf)
-                    g = state["buf"]
-                p.copy_(torch.where(on, p - lr * g, p))
-            elif cfg.optimizer == "adam":
-                beta1, beta2, eps = 0.9, 0.999, 1e-8
-                m = state.get("m", torch.zeros_like(p))
-                v = state.get("v", torch.zeros_like(p))
-                state["m"] = torch.where(on, beta1 * m + (1 - beta1) * g, m)
-                state["v"] = torch.where(on, beta2 * v + (1 - beta2) * g * g, v)
-                t = self.steps.clamp(min=1).view(on.shape[0], *[1] * (p.dim() - 1))
-                denom = (state["v"].sqrt() / torch.sqrt(1 - beta2**t)) + eps
-                update = (lr / (1 - beta1**t)) * state["m"] / denom
-                p.copy_(torch.where(on, p - update, p))
-            else:  # adagrad
-                total = state.get("sum", torch.zeros_like(p))
-                state["sum"] = torch.where(on, total + g * g, total)
-                p.copy_(torch.where(on, p - lr * g / (state["sum"].sqrt() + 1e-10), p))
+    def step(self, p: torch.Tensor, g: torch.Tensor, lrs: torch.Tensor, active: torch.Tensor):
+        """Update ``p`` (R, P) in place; ``lrs`` and ``active``: one value per run, (R,)."""
+        cfg, state = self.config, self.state
+        self.steps += active[:, None]
+        on = (active[:, None] * self.used).bool()
+        lr = lrs[:, None]
+        if cfg.weight_decay:
+            g = g + cfg.weight_decay * p
+        if cfg.optimizer == "sgd":
+            if cfg.momentum:
+                buf = state.get("buf", torch.zeros_like(p))
+                new = torch.where(self.steps == 1, g, cfg.momentum * buf + g)
+                state["buf"] = torch.where(on, new, buf)
+                g = state["buf"]
+            p.copy_(torch.where(on, p - lr * g, p))
+        elif cfg.optimizer == "adam":
+            beta1, beta2, eps = 0.9, 0.999, 1e-8
+            m = state.get("m", torch.zeros_like(p))
+            v = state.get("v", torch.zeros_like(p))
+            state["m"] = torch.where(on, beta1 * m + (1 - beta1) * g, m)
+            state["v"] = torch.where(on, beta2 * v + (1 - beta2) * g * g, v)
+            t = self.steps.clamp(min=1)
+            denom = (state["v"].sqrt() / torch.sqrt(1 - beta2**t)) + eps
+            update = (lr / (1 - beta1**t)) * state["m"] / denom
+            p.copy_(torch.where(on, p - update, p))
+        else:  # adagrad
+            total = state.get("sum", torch.zeros_like(p))
+            state["sum"] = torch.where(on, total + g * g, total)
+            p.copy_(torch.where(on, p - lr * g / (state["sum"].sqrt() + 1e-10), p))
 
 
 class BatchedTrainer:
@@ -204,7 +225,8 @@ class BatchedTrainer:
 
         base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state([m.to(device) for m in models])
-        params = {k: v.detach() for k, v in params.items()}
+        stacked = _FlatParameters({k: v.detach() for k, v in params.items()})
+        params = stacked.views  # every step updates stacked.flat, so these views follow
         run_index = torch.arange(runs, device=device)
 
         def run_logits(p, b, x):
@@ -225,17 +247,19 @@ class BatchedTrainer:
             _used_parameters(model, [h for h, v in w.items() if v > 0], sample)
             for model, w in zip(models, per_run, strict=True)
         ]
-        used = {
-            name: torch.tensor([float(name in u) for u in used_by_run], device=device)
-            for name in params
-        }
-        optimizer = _Optimizer(params, cfg, used)
+        used = stacked.per_name(
+            {
+                name: torch.tensor([float(name in u) for u in used_by_run], device=device)
+                for name in params
+            }
+        )
+        optimizer = _Optimizer(stacked.flat, cfg, used)
         shuffles = [torch.Generator().manual_seed(s) for s in seeds]
         rows: list[list[dict]] = [[] for _ in range(runs)]
         best_acc = [-1.0] * runs
         self.best_epochs_ = [0] * runs
         self.epochs_run_ = [0] * runs
-        best_params = {k: v.clone() for k, v in params.items()}
+        best_flat = stacked.flat.clone()
         active = [True] * runs  # on the host, so that checking it never waits for the device
         active_runs = torch.ones(runs, device=device)
 
@@ -296,8 +320,8 @@ class BatchedTrainer:
             for idx, mask, present in zip(epoch_idx, epoch_mask, has_batch, strict=True):
                 x = {m: t[run_index[:, None], idx] for m, t in xs.items()}
                 target = ys[run_index[:, None], idx]
-                grads = gradients(params, buffers, weights, x, target, mask)
-                optimizer.step(params, grads, run_lrs * decay, active_runs * present)
+                grads = stacked.flatten(gradients(params, buffers, weights, x, target, mask))
+                optimizer.step(stacked.flat, grads, run_lrs * decay, active_runs * present)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - tick
@@ -308,12 +332,11 @@ class BatchedTrainer:
                 self.epochs_run_[r] = epoch
                 if val_acc[r] > best_acc[r]:
                     best_acc[r], self.best_epochs_[r] = val_acc[r], epoch
-                    for k in params:
-                        best_params[k][r] = params[k][r]
+                    best_flat[r] = stacked.flat[r]
                 if cfg.patience is not None and epoch - self.best_epochs_[r] >= cfg.patience:
                     active[r] = False
                     active_runs[r] = 0.0
-        final = best_params if cfg.restore_best else params
+        final = stacked.unflatten(best_flat, params) if cfg.restore_best else params
         self.models_ = []
         for r, model in enumerate(models):
             model.load_state_dict(
