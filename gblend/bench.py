@@ -218,7 +218,8 @@ THROUGHPUT_TARGETS = {"cpu": 5.0, "cuda": 20.0}
 def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
     """Every batched measurement at 32+ runs against the target for its kind of device."""
     batched = measured[(measured.method == BATCHED) & (measured.runs >= 32)]
-    out = batched[["device", "device_type", "dataset", "runs", "ratio_to_reference"]].copy()
+    columns = ["device", "device_type", "commit", "dataset", "runs", "ratio_to_reference"]
+    out = batched[columns].copy()
     out["target"] = out.device_type.map(THROUGHPUT_TARGETS)
     out["met"] = out.ratio_to_reference >= out.target
     return out.reset_index(drop=True)
