@@ -42,11 +42,14 @@ class RunData:
     splits: Mapping[str, np.ndarray]
 
 
-def _pad_indices(indices: Sequence[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack index vectors of different lengths: (R, L) indices (padded with 0) and a mask."""
-    width = max(1, max(len(i) for i in indices))
-    out = torch.zeros(len(indices), width, dtype=torch.long, device=device)
-    mask = torch.zeros(len(indices), width, device=device)
+def _pad_indices(
+    indices: Sequence[torch.Tensor], width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack index vectors of different lengths on the host: (R, W) indices padded with 0, and
+    their mask; W is ``width``, or the longest length when 0."""
+    width = width or max(1, max(len(i) for i in indices))
+    out = torch.zeros(len(indices), width, dtype=torch.long)
+    mask = torch.zeros(len(indices), width)
     for r, idx in enumerate(indices):
         out[r, : len(idx)] = idx
         mask[r, : len(idx)] = 1.0
@@ -62,15 +65,10 @@ def _epoch_batches(
     each step, (steps, R). A run with fewer steps is padded with empty (masked) batches.
     """
     steps = max(1, max(math.ceil(len(o) / batch_size) for o in orders))
-    idx = torch.zeros(len(orders), steps * batch_size, dtype=torch.long)
-    mask = torch.zeros(len(orders), steps * batch_size)
-    for r, order in enumerate(orders):
-        idx[r, : len(order)] = order
-        mask[r, : len(order)] = 1.0
-    idx = idx.view(len(orders), steps, batch_size).transpose(0, 1)
-    mask = mask.view(len(orders), steps, batch_size).transpose(0, 1)
-    has_batch = mask.amax(dim=2)
-    return idx.contiguous().to(device), mask.contiguous().to(device), has_batch.to(device)
+    idx, mask = _pad_indices(orders, steps * batch_size)
+    idx = idx.view(len(orders), steps, batch_size).transpose(0, 1).contiguous()
+    mask = mask.view(len(orders), steps, batch_size).transpose(0, 1).contiguous()
+    return idx.to(device), mask.to(device), mask.amax(dim=2).to(device)
 
 
 def _used_parameters(model: nn.Module, heads: Sequence[str], x: Mapping[str, torch.Tensor]):
@@ -233,7 +231,7 @@ class BatchedTrainer:
             for split in ("heldout", "val", "test"):
                 idx = torch.as_tensor(np.asarray(d.splits[split]), dtype=torch.long)
                 eval_sets.setdefault(split, []).append(idx)
-        eval_index = {s: _pad_indices(v, device) for s, v in eval_sets.items()}
+        eval_index = {s: tuple(t.to(device) for t in _pad_indices(v)) for s, v in eval_sets.items()}
 
         base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state([m.to(device) for m in models])

@@ -213,6 +213,8 @@ BATCHED = "gblend BatchedTrainer"
 # The project's targets (issue 4): batched training at 32 or more runs per batch against the
 # reference loop, on 2 CPU cores and on one GPU.
 THROUGHPUT_TARGETS = {"cpu": 5.0, "cuda": 20.0}
+# ... and for every notebook run from scratch, in seconds on 2 CPU cores.
+NOTEBOOK_TARGETS_S = {"smoke": 600.0, "cpu": 2700.0}
 
 
 def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
@@ -223,6 +225,16 @@ def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
     out["target"] = out.device_type.map(THROUGHPUT_TARGETS)
     out["met"] = out.ratio_to_reference >= out.target
     return out.reset_index(drop=True)
+
+
+def notebook_totals(timings: pd.DataFrame) -> pd.DataFrame:
+    """Wall time of all notebooks run from scratch, per device, commit and scale, against the
+    target for that scale."""
+    total = timings.groupby(["device", "commit", "scale"]).seconds.sum().rename("seconds")
+    total = total.reset_index()
+    total["target_s"] = total.scale.map(NOTEBOOK_TARGETS_S)
+    total["met"] = total.seconds <= total.target_s
+    return total
 
 
 def full_run_phases(results_dir: str | None = None) -> pd.DataFrame:

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gblend import __version__
+from gblend.fullrun import PHASES
 
 SCALES = ("smoke", "cpu", "full")
-PHASES = ("bench", "compute", "notebooks")  # gblend.fullrun.PHASES, without importing torch
 LOG_NAME = "reproduce_log.json"
 
 

@@ -115,6 +115,32 @@ def test_runs_with_their_own_loss_weights_and_learning_rates(optimizer):
     assert not np.allclose(batched.histories_[0].loss, batched.histories_[1].loss)
 
 
+def test_optimizer_blocks_give_the_same_runs(monkeypatch):
+    """On a CPU the optimizer walks the flat parameters in blocks (here of 7 columns), on a GPU
+    in one piece: both give the runs of the single trainer."""
+    from gblend import batched
+
+    seeds, lrs = [0, 1], [0.01, 0.02]
+    data = [run_data(s, 150) for s in seeds]
+    config = TrainConfig(epochs=3, batch_size=32, optimizer="adam", train_subset_size=64)
+    weights = [{JOINT: 1.0}, {"a": 0.5, JOINT: 0.5}]  # run 0 leaves head a unused
+
+    def fit():
+        models = [model(s, True) for s in seeds]
+        return BatchedTrainer(config).fit(models, data, seeds, weights, lrs=lrs)
+
+    whole = fit()
+    monkeypatch.setattr(batched._Optimizer, "CPU_BLOCK_BYTES", 4 * len(seeds) * 7)
+    blocks = fit()
+    for r, seed in enumerate(seeds):
+        single = Trainer(TrainConfig(**{**config.__dict__, "seed": seed, "lr": lrs[r]})).fit(
+            model(seed, True), data[r].x, data[r].y, data[r].splits, loss_weights=weights[r]
+        )
+        np.testing.assert_allclose(blocks.histories_[r].loss, single.history_.loss, atol=LOSS_ATOL)
+        for k, v in whole.models_[r].state_dict().items():
+            torch.testing.assert_close(blocks.models_[r].state_dict()[k], v, rtol=0, atol=0)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="equally long"):
         BatchedTrainer().fit([model(0, False)], [], [0], {JOINT: 1.0})

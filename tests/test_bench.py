@@ -1,3 +1,5 @@
+import pandas as pd
+
 from gblend import bench
 
 
@@ -62,5 +64,16 @@ def test_targets_and_full_run_phases_read_the_files(tmp_path):
     targets = bench.throughput_targets(bench.load_bench(str(tmp_path)))
     assert list(targets.runs) == [32, 128]  # fewer than 32 runs is not what the target asks
     assert list(targets.met) == [False, True] and set(targets.target) == {20.0}
+    timings = pd.DataFrame(
+        {
+            "device": "cpu",
+            "commit": "c",
+            "scale": ["smoke", "smoke", "cpu"],
+            "seconds": [400, 300, 10],
+        }
+    )
+    totals = bench.notebook_totals(timings).set_index("scale")
+    assert totals.seconds.to_dict() == {"cpu": 10, "smoke": 700}
+    assert totals.met.to_dict() == {"cpu": True, "smoke": False}
     status = bench.full_run_phases(str(tmp_path)).set_index("name").status
     assert list(status) == ["ok", "stopped at its limit", "skipped", "failed (exit 2)"]

@@ -89,8 +89,8 @@ class BlendResults(NamedTuple):
     heads: pd.DataFrame  # accuracy of every head of the multi-head runs, per split
 
 
-def _run(units: list[Unit], results_dir, progress, shard, run_missing) -> BlendResults:
-    records = run_grid(units, results_dir, progress=progress, shard=shard, run_missing=run_missing)
+def _run(units: list[Unit], results_dir, progress, run_missing) -> BlendResults:
+    records = run_grid(units, results_dir, progress=progress, run_missing=run_missing)
     return BlendResults(runs_frame(records), weights_frame(records), heads_frame(records))
 
 
@@ -121,12 +121,11 @@ def table2(
     results_dir: str | None = None,
     epochs: int = 0,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
     run_missing: bool = True,
 ) -> BlendResults:
     """Best uni-modal, naive, offline and online G-Blend (and equal weights) on all modalities."""
     units = table2_units(scale, datasets, seeds, device, epochs)
-    return _run(units, results_dir, progress, shard, run_missing)
+    return _run(units, results_dir, progress, run_missing)
 
 
 def table4(
@@ -137,12 +136,11 @@ def table4(
     results_dir: str | None = None,
     epochs: int = 0,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
     run_missing: bool = True,
 ) -> BlendResults:
     """Every modality combination: naive, best uni-modal and offline G-Blend with its weights."""
     units = table4_units(scale, datasets, seeds, device, epochs)
-    return _run(units, results_dir, progress, shard, run_missing)
+    return _run(units, results_dir, progress, run_missing)
 
 
 def overhead(runs: pd.DataFrame) -> pd.DataFrame:

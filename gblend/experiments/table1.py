@@ -94,7 +94,6 @@ def table1(
     results_dir: str | None = None,
     epochs: int = 0,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
     run_missing: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run (or load) the Table 1 grid; return (runs, history) as tidy DataFrames.
@@ -102,7 +101,7 @@ def table1(
     ``run_missing=False`` only loads the units already computed (e.g. another scale's).
     """
     units = table1_units(scale, datasets, seeds, device, epochs)
-    records = run_grid(units, results_dir, progress=progress, shard=shard, run_missing=run_missing)
+    records = run_grid(units, results_dir, progress=progress, run_missing=run_missing)
     return runs_frame(records), history_frame(records)
 
 
