@@ -52,7 +52,7 @@ def find_repo_root(start: Path | None = None) -> Path:
 
 
 def experiment_name(notebook: Path) -> str:
-    """``table1_unimodal_vs_joint.ipynb`` -> ``table1``."""
+    """``table1_unimodal_vs_joint.ipynb`` -> ``table1`` (the stem's prefix)."""
     return notebook.stem.split("_", 1)[0]
 
 
@@ -76,8 +76,10 @@ def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
         return scale
     from gblend import experiments  # torch is heavy: import only when needed
 
-    complete = experiments.is_complete(experiment_name(notebook), "full", str(results_dir))
-    return "full" if complete else "cpu"
+    experiment = experiments.for_notebook(notebook.stem)
+    if experiment is None:  # a page without a grid of its own (the benchmark)
+        return "cpu"
+    return "full" if experiments.is_complete(experiment.name, "full", str(results_dir)) else "cpu"
 
 
 def run_notebook(
@@ -162,57 +164,42 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shard must look like 2/8, got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"shard i/k needs 0 <= i < k, got {text!r}")
-    return index, count
-
-
 def cmd_compute(args: argparse.Namespace) -> int:
     from gblend import experiments  # torch is heavy: import only for this command
 
-    unknown = [e for e in args.experiments if e not in experiments.UNITS]
-    if unknown:
-        raise CliError(f"unknown experiment(s) {unknown}; valid: {', '.join(experiments.UNITS)}")
     started = time.perf_counter()
     # the union of the experiments' grids; units they share (e.g. naive runs) run once
     by_config: dict[str, experiments.Unit] = {}
-    for name in args.experiments:
-        for unit in experiments.UNITS[name](
-            scale=args.scale, datasets=args.datasets or None, device=args.device
-        ):
-            by_config.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
+    try:
+        for name in args.experiments:
+            if name not in experiments.EXPERIMENTS:
+                raise CliError(
+                    f"unknown experiment {name!r}; valid: {', '.join(experiments.EXPERIMENTS)}"
+                )
+            grid = experiments.EXPERIMENTS[name].grid(
+                scale=args.scale, datasets=args.datasets or None, device=args.device
+            )
+            for unit in grid:
+                by_config.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
+    except experiments.GridError as exc:
+        raise CliError(str(exc)) from None
     units = list(by_config.values())
-    if args.shard is not None or args.jobs == 1:
-        records = experiments.run_grid(
-            units,
-            args.results_dir or None,
-            progress=not args.quiet,
-            shard=args.shard,
-            batch_runs=args.batch_runs,
-        )
-        print(
-            f"{' '.join(args.experiments)} {args.scale} shard {args.shard}: "
-            f"{len(records)} runs, {time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
-        return 0
-    done = experiments.run_grid_parallel(
-        units,
-        args.results_dir or None,
-        jobs=args.jobs,
-        batch_runs=args.batch_runs,
-        progress=not args.quiet,
-    )
+    plan = experiments.execution_plan(args.device, args.jobs, args.batch_runs)
+    todo = len(experiments.missing(units, args.results_dir or None))
     print(
-        f"{' '.join(args.experiments)} {args.scale}: {done} runs in {args.jobs} processes, "
-        f"{time.perf_counter() - started:.1f} s",
+        f"{' '.join(args.experiments)} {args.scale}: {len(units)} runs, {todo} to train; "
+        f"{plan.jobs} processes x {plan.threads} threads, batches of {plan.batch_runs} "
+        f"({plan.reason})",
         flush=True,
     )
+    experiments.run_grid(
+        units,
+        args.results_dir or None,
+        progress=not args.quiet,
+        jobs=plan.jobs,
+        batch_runs=plan.batch_runs,
+    )
+    print(f"done in {time.perf_counter() - started:.1f} s", flush=True)
     return 0
 
 
@@ -227,6 +214,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for scale in args.notebooks:
             # a fresh results folder, so that every notebook computes its runs
             with tempfile.TemporaryDirectory() as tmp:
+                if args.keep_results:
+                    tmp = str(Path(args.keep_results) / scale)
+                    if Path(tmp).exists() and any(Path(tmp).iterdir()):
+                        raise CliError(f"--keep-results: {tmp} is not empty")
+                    Path(tmp).mkdir(parents=True, exist_ok=True)
                 for nb in notebooks:
                     record = run_notebook(nb, Path(tmp) / nb.name, scale, args.device, tmp)
                     print(
@@ -308,14 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--datasets", default="", help="comma-separated data sets (default: all)")
     comp.add_argument("--device", default="auto", help="torch device (default: auto)")
     comp.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
-    comp.add_argument("--jobs", type=int, default=1, help="parallel processes (default: 1)")
-    comp.add_argument("--shard", type=_parse_shard, help="run only shard i/k of the grid")
+    comp.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="parallel processes (default 0: one single-thread process per core on a CPU, "
+        "one on a GPU)",
+    )
     comp.add_argument(
         "--batch-runs",
         type=int,
-        default=1,
+        default=0,
         help="train up to this many runs that differ only in seed as one stacked model "
-        "(naive and equal-weight runs; default 1: one at a time)",
+        "(naive and equal-weight runs; default 0: 1 on a CPU, 8 on a GPU)",
     )
     comp.add_argument("--quiet", action="store_true", help="no progress bar")
     comp.set_defaults(func=cmd_compute)
@@ -343,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCALES,
         default=[],
         help="also time every notebook from scratch at these scales (e.g. smoke)",
+    )
+    ben.add_argument(
+        "--keep-results",
+        default="",
+        help="with --notebooks: compute into DIR/<scale> and keep it (default: a temporary "
+        "folder), e.g. to read the compute overhead of the runs",
     )
     ben.set_defaults(func=cmd_bench)
 

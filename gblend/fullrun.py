@@ -70,7 +70,7 @@ def missing_counts(results_dir: Path) -> dict[str, int]:
     from gblend import experiments
 
     return {
-        e: len(experiments.missing(experiments.UNITS[e]("full"), str(results_dir)))
+        e: len(experiments.missing(experiments.EXPERIMENTS[e].grid("full"), str(results_dir)))
         for e in EXPERIMENTS
     }
 

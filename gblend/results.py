@@ -17,7 +17,9 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -85,8 +87,20 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: str) -> dict[str, Any]:
-    """Where and with what a result was produced."""
+    """Where and with what a result was produced: versions, commit, device, CPU and threads."""
     info: dict[str, Any] = {
         "gblend_version": __version__,
         "torch_version": torch.__version__,
@@ -94,11 +108,13 @@ def provenance(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "git_commit": git_commit(),
         "device": device,
+        "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     else:
-        info["device_name"] = platform.processor() or platform.machine()
+        info["device_name"] = cpu_model()
     return info
 
 
@@ -127,19 +143,35 @@ class UnitStore:
         return self.root / dataset / f"{key}.json"
 
     def has(self, dataset: str, key: str) -> bool:
-        return self.path(dataset, key).exists()
+        """Whether the unit has a readable result file (a damaged one is moved aside)."""
+        return self.load(dataset, key) is not None
 
     def save(self, dataset: str, key: str, record: Mapping[str, Any]) -> Path:
         path = self.path(dataset, key)
         write_json_atomic(path, dict(record))
         return path
 
-    def load(self, dataset: str, key: str) -> dict[str, Any]:
-        return json.loads(self.path(dataset, key).read_text())
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        for path in sorted(self.root.glob("*/*.json")):
-            yield json.loads(path.read_text())
+    def load(self, dataset: str, key: str) -> dict[str, Any] | None:
+        """The unit's record; ``None`` if there is none. A file that is not a complete record
+        (truncated, not JSON, another key) is named in a warning and moved aside to
+        ``<name>.damaged-<time>``, so that its unit is computed again and nothing is lost."""
+        path = self.path(dataset, key)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or record.get("key") != key:
+                raise ValueError(f"holds no record with key {key}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(path, aside)
+            warnings.warn(
+                f"damaged result file {path} ({exc}); moved to {aside.name}, its unit will be "
+                "computed again",
+                stacklevel=2,
+            )
+            return None
+        return record
 
 
 def history_to_json(history: pd.DataFrame) -> dict[str, list]:

@@ -164,7 +164,7 @@ def _write_notebook(path: Path, body: str) -> None:
 def test_published_scale_is_full_only_where_every_full_result_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gblend import experiments
+    from gblend.experiments import registry
 
     nb = tmp_path / "table1_unimodal_vs_joint.ipynb"
     assert cli.experiment_name(nb) == "table1"
@@ -172,7 +172,7 @@ def test_published_scale_is_full_only_where_every_full_result_exists(
     (tmp_path / "table1" / "full").mkdir(parents=True)
     (tmp_path / "table1" / "full" / "unit.json").write_text("{}")
     assert cli.resolve_scale("published", nb, tmp_path) == "cpu"  # one file is not enough
-    monkeypatch.setattr(experiments, "missing", lambda units, results_dir=None: [])
+    monkeypatch.setattr(registry, "missing", lambda units, results_dir=None: [])
     assert cli.resolve_scale("published", nb, tmp_path) == "full"
     assert cli.resolve_scale("published", tmp_path / "fig9_other.ipynb", tmp_path) == "cpu"
     assert cli.resolve_scale("smoke", nb, tmp_path) == "smoke"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gblend.data import (
-    DATASETS,
+    BUILTIN_DATASETS,
     MFEAT_DEFAULT_VIEWS,
     Dataset,
     DataUnavailableError,
@@ -29,13 +29,13 @@ def small(name: str, seed: int = 0, **kw: object) -> Dataset:
     return load(name, seed, max_samples=SMALL[name], **kw)
 
 
-@pytest.fixture(scope="module", params=DATASETS)
+@pytest.fixture(scope="module", params=BUILTIN_DATASETS)
 def ds(request: pytest.FixtureRequest) -> Dataset:
     return small(request.param)
 
 
 def test_registry() -> None:
-    assert DATASETS == ("synthetic", "avdigits", "hapt", "mfeat")
+    assert BUILTIN_DATASETS == ("synthetic", "avdigits", "hapt", "mfeat")
     assert modality_names("synthetic") == ("audio", "rgb", "flow")
     assert modality_names("avdigits") == ("image", "audio")
     assert modality_names("hapt") == ("acc", "gyro")
@@ -112,7 +112,7 @@ def test_standardisation_ignores_test_data() -> None:
     assert not np.allclose(base.x["rgb"].numpy(), leaked, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", BUILTIN_DATASETS)
 def test_deterministic_and_seed_sensitive(name: str) -> None:
     a, b, c = small(name, 0), small(name, 0), small(name, 1)
     assert a.fingerprint == b.fingerprint
@@ -148,7 +148,7 @@ def test_hapt_splits_are_subject_disjoint() -> None:
     groups = {s: set(subject[ds.splits[s]].tolist()) for s in SPLITS}
     for i, s in enumerate(SPLITS):
         assert groups[s] == set(ds.info["split_subjects"][s])
-        for t in SPLITS[i + 1:]:
+        for t in SPLITS[i + 1 :]:
             assert not groups[s] & groups[t], (s, t)
     assert sum(len(g) for g in groups.values()) == 30
 
@@ -192,8 +192,9 @@ def test_knobs_change_the_data() -> None:
     assert ds.specs["audio"].shape == (20, 13) and ds.info["knobs"]["audio_frames"] == 20
     syn = load("synthetic", max_samples=300, audio_noise_dims=5, rgb_dim=10)
     assert syn.specs["audio"].shape == (32 + 5,) and syn.specs["rgb"].shape[0] == 10 + 32
-    assert load("synthetic", max_samples=300, heldout_frac=0.2).info["split_sizes"] != (
-        load("synthetic", max_samples=300).info["split_sizes"]
+    assert (
+        load("synthetic", max_samples=300, heldout_frac=0.2).info["split_sizes"]
+        != (load("synthetic", max_samples=300).info["split_sizes"])
     )
 
 

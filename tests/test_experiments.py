@@ -15,7 +15,13 @@ from gblend.experiments import runner
 from gblend.experiments.stats import HIGHER, LOWER, NO_DIFFERENCE, paired_difference
 
 # A small grid whose units take a fraction of a second each at smoke scale.
-GRID = {"scale": "smoke", "datasets": "mfeat", "epochs": 6, "progress": False}
+GRID = {"scale": "smoke", "datasets": "mfeat", "epochs": 6}
+
+
+def table1(results_dir, jobs: int = 1, **changes):
+    grid = ex.EXPERIMENTS["table1"].grid(**{**GRID, **changes})
+    res = ex.run(grid, str(results_dir), progress=False, jobs=jobs)
+    return res.runs, res.history
 
 
 def result_files(root):
@@ -23,7 +29,7 @@ def result_files(root):
 
 
 def test_rerun_skips_finished_units(tmp_path, monkeypatch):
-    runs, _ = ex.table1(results_dir=str(tmp_path), **GRID)
+    runs, _ = table1(tmp_path)
     files = result_files(tmp_path)
     assert len(files) == len(runs) == 7
     stamps = [f.stat().st_mtime_ns for f in files]
@@ -32,22 +38,23 @@ def test_rerun_skips_finished_units(tmp_path, monkeypatch):
         raise AssertionError(f"unit {unit.combo} was run again")
 
     monkeypatch.setattr(runner, "run_unit", must_not_run)
-    again, _ = ex.table1(results_dir=str(tmp_path), **GRID)
+    again, _ = table1(tmp_path)
     pd.testing.assert_frame_equal(runs, again)
     assert [f.stat().st_mtime_ns for f in files] == stamps
 
 
 def test_a_changed_setting_is_a_new_unit(tmp_path):
-    ex.table1(results_dir=str(tmp_path), **GRID)
-    ex.table1(results_dir=str(tmp_path), **{**GRID, "epochs": 7})
+    table1(tmp_path)
+    table1(tmp_path, epochs=7)
     assert len(result_files(tmp_path)) == 7 + 7
 
 
 def test_result_records_carry_provenance(tmp_path):
-    ex.table1(results_dir=str(tmp_path), **GRID)
+    table1(tmp_path)
     record = json.loads(result_files(tmp_path)[0].read_text())
-    for field in ("git_commit", "torch_version", "device", "gblend_version"):
+    for field in ("git_commit", "torch_version", "device", "gblend_version", "cpu_model"):
         assert record["provenance"][field]
+    assert record["provenance"]["threads"] >= 1
     assert len(record["data_fingerprint"]) == 64
     assert record["config"]["train"]["epochs"] == 6
     assert set(record["split_sizes"]) == {"train", "heldout", "val", "test"}
@@ -57,7 +64,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
     code = (
         "from gblend import experiments as ex; "
-        f"ex.table1(results_dir={str(interrupted)!r}, **{GRID!r})"
+        f"ex.run(ex.EXPERIMENTS['table1'].grid(**{GRID!r}), {str(interrupted)!r}, jobs=1)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 120
@@ -72,8 +79,8 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     for path in result_files(interrupted):
         json.loads(path.read_text())
 
-    resumed, _ = ex.table1(results_dir=str(interrupted), **GRID)
-    reference, _ = ex.table1(results_dir=str(clean), **GRID)
+    resumed, _ = table1(interrupted)
+    reference, _ = table1(clean)
     columns = ["dataset", "combo", "seed", "test_acc", "val_acc", "best_epoch", "key"]
     pd.testing.assert_frame_equal(resumed[columns], reference[columns])
 
@@ -101,6 +108,7 @@ def fake_runs(joint_minus_uni: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]
             runs.append(
                 {
                     "dataset": "d",
+                    "variant": "",
                     "combo": combo,
                     "n_modalities": n,
                     "seed": seed,
@@ -112,6 +120,7 @@ def fake_runs(joint_minus_uni: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]
                 hist.append(
                     {
                         "dataset": "d",
+                        "variant": "",
                         "combo": combo,
                         "seed": seed,
                         "epoch": 3,
@@ -140,63 +149,79 @@ def test_table1_verdicts_follow_the_numbers():
     assert ex.claims(better, hist).set_index("claim").verdict[1] == "not reproduced"
 
 
-def test_compute_command_splits_the_grid_over_processes(tmp_path):
+def test_compute_command_runs_the_grid_over_processes(tmp_path, capsys):
     from gblend.cli import main
 
     args = ["compute", "table1", "--scale", "smoke", "--datasets", "mfeat", "--quiet"]
     assert main([*args, "--results-dir", str(tmp_path), "--jobs", "2"]) == 0
     assert len(result_files(tmp_path)) == 7
-    with pytest.raises(SystemExit):
-        main([*args, "--shard", "3/2"])
+    assert "7 to train; 2 processes x 1 threads" in capsys.readouterr().out
     assert main(["compute", "nope", "--results-dir", str(tmp_path)]) == 2
+    assert main([*args, "--datasets", "kinetics", "--results-dir", str(tmp_path)]) == 2
+
+
+def units(**changes):
+    return ex.EXPERIMENTS["table1"].grid(**{"scale": "smoke", "datasets": "mfeat", **changes})
 
 
 def test_batched_grid_caches_each_unit_and_matches_one_at_a_time(tmp_path):
-    from gblend.experiments.table1 import table1_units
-
-    units = [
-        u
-        for u in table1_units("smoke", "mfeat", seeds=3, device="cpu", epochs=4)
-        if u.combo in ("pix", "pix+fou")
-    ]  # 2 combinations x 3 seeds
-    one_by_one = runner.run_grid(units, str(tmp_path / "single"), progress=False)
-    batched = runner.run_grid(units, str(tmp_path / "batched"), progress=False, batch_runs=3)
-    assert len(result_files(tmp_path / "batched")) == len(units)
-    assert {r.get("batched") for r in batched} == {3}
+    grid = [u for u in units(seeds=3, epochs=4, device="cpu") if u.combo in ("pix", "pix+fou")]
+    one_by_one = runner.run_grid(grid, str(tmp_path / "single"), progress=False, jobs=1)
+    batched = runner.run_grid(grid, str(tmp_path / "batched"), progress=False, jobs=1, batch_runs=3)
+    assert len(result_files(tmp_path / "batched")) == len(grid) == 6
+    assert {r.batched for r in batched} == {3}
     for a, b in zip(one_by_one, batched, strict=True):
-        assert (a["key"], a["seed"], a["combo"]) == (b["key"], b["seed"], b["combo"])
-        np.testing.assert_allclose(a["history"]["loss"], b["history"]["loss"], atol=1e-4)
-        np.testing.assert_allclose(a["history"]["acc"], b["history"]["acc"], atol=1e-6)
+        assert (a.key, a.seed, a.combo) == (b.key, b.seed, b.combo)
+        np.testing.assert_allclose(a.history["loss"], b.history["loss"], atol=1e-4)
+        np.testing.assert_allclose(a.history["acc"], b.history["acc"], atol=1e-6)
     # a rerun finds every unit cached, batched or not
-    again = runner.run_grid(units, str(tmp_path / "batched"), progress=False, batch_runs=3)
-    assert [r["key"] for r in again] == [r["key"] for r in batched]
+    again = runner.run_grid(grid, str(tmp_path / "batched"), progress=False, batch_runs=3)
+    assert [r.key for r in again] == [r.key for r in batched]
 
 
-def test_parallel_grid_matches_serial_and_resumes(tmp_path):
-    from gblend.experiments.table1 import table1_units
-
-    units = table1_units("smoke", "mfeat", seeds=1, device="cpu", epochs=2)[:4]
-    serial = runner.run_grid(units, str(tmp_path / "serial"), progress=False)
-    trained = runner.run_grid_parallel(units, str(tmp_path / "parallel"), jobs=2, progress=False)
-    assert trained == len(units)
-    parallel = runner.run_grid(units, str(tmp_path / "parallel"), run_missing=False)
+def test_parallel_grid_matches_serial_and_resumes(tmp_path, monkeypatch):
+    grid = units(epochs=2, device="cpu").units()[:4]
+    serial = runner.run_grid(grid, str(tmp_path / "serial"), progress=False, jobs=1)
+    parallel = runner.run_grid(grid, str(tmp_path / "parallel"), progress=False, jobs=2)
     for a, b in zip(serial, parallel, strict=True):
-        assert a["key"] == b["key"]
+        assert a.key == b.key and a.combo == b.combo
         # one thread per process here against the default count: sums may round differently
-        assert b["metrics"]["test_loss"] == pytest.approx(a["metrics"]["test_loss"], abs=1e-4)
-    assert runner.run_grid_parallel(units, str(tmp_path / "parallel"), jobs=2) == 0
+        assert b.metrics["test_loss"] == pytest.approx(a.metrics["test_loss"], abs=1e-4)
+        assert b.provenance["threads"] == 1
+    monkeypatch.setattr(runner, "_run_chunk", lambda chunk: pytest.fail("ran a cached unit"))
+    again = runner.run_grid(grid, str(tmp_path / "parallel"), progress=False, jobs=2)
+    assert [r.key for r in again] == [r.key for r in parallel]
 
 
 def test_units_differing_in_seed_and_learning_rate_share_a_batch(tmp_path):
     from dataclasses import replace
 
-    from gblend.experiments.table1 import table1_units
-
-    units = [u for u in table1_units("smoke", "mfeat", seeds=3, device="cpu") if u.combo == "pix"]
-    units += [replace(u, train=replace(u.train, lr=u.train.lr / 2)) for u in units]
-    _, chunks = runner._plan(units, str(tmp_path), batch_runs=6, run_missing=True)
+    grid = [u for u in units(seeds=3, device="cpu") if u.combo == "pix"]
+    grid += [replace(u, train=replace(u.train, lr=u.train.lr / 2)) for u in grid]
+    _, chunks = runner._plan(grid, str(tmp_path), batch_runs=6, run_missing=True)
     assert [len(c) for c in chunks] == [6]
     # another architecture (two modalities) never joins them
-    other = [u for u in table1_units("smoke", "mfeat", seeds=1, device="cpu") if "+" in u.combo]
-    _, chunks = runner._plan(units + other[:1], str(tmp_path), batch_runs=8, run_missing=True)
+    other = [u for u in units(device="cpu") if "+" in u.combo]
+    _, chunks = runner._plan(grid + other[:1], str(tmp_path), batch_runs=8, run_missing=True)
     assert sorted(len(c) for c in chunks) == [1, 6]
+
+
+def test_a_damaged_result_file_is_named_moved_aside_and_recomputed(tmp_path):
+    runs, _ = table1(tmp_path)
+    victim = result_files(tmp_path)[0]
+    victim.write_text(victim.read_text()[:100])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match=f"damaged result file .*{victim.name}"):
+        again, _ = table1(tmp_path)
+    assert victim.exists() and json.loads(victim.read_text())["key"] == victim.stem
+    assert len(list(victim.parent.glob(f"{victim.name}.damaged-*"))) == 1
+    pd.testing.assert_frame_equal(runs[["combo", "seed", "key"]], again[["combo", "seed", "key"]])
+
+
+def test_execution_plan_spends_the_cores():
+    import os
+
+    cpu = ex.execution_plan("cpu")
+    assert cpu.jobs == (os.cpu_count() or 1) and cpu.threads == 1 and cpu.batch_runs == 1
+    assert ex.execution_plan("cpu", jobs=1).threads == (os.cpu_count() or 1)
+    with pytest.raises(ValueError, match="jobs"):
+        ex.execution_plan("cpu", jobs=-1)

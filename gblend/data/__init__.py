@@ -18,41 +18,72 @@ from . import avdigits, hapt, mfeat, synthetic
 from .base import Dataset, ModalitySpec, check_names
 from .carriers import DataUnavailableError
 from .mfeat import MFEAT_DEFAULT_VIEWS
+from .registry import (
+    DatasetEntry,
+    get,
+    names,
+    register,
+    register_arrays,
+    unregister,
+    user_entries,
+)
 from .splits import HELDOUT_FRAC, TEST_FRAC, VAL_FRAC
 from .synthetic import SYNTHETIC_PRESETS
 
 __all__ = [
-    "DATASETS",
+    "BUILTIN_DATASETS",
     "MFEAT_DEFAULT_VIEWS",
     "SYNTHETIC_PRESETS",
     "DataUnavailableError",
     "Dataset",
+    "DatasetEntry",
+    "get",
     "ModalitySpec",
     "knob_names",
     "load",
     "modality_names",
+    "names",
+    "register",
+    "register_arrays",
+    "study_modalities",
+    "unregister",
+    "user_entries",
 ]
 
-DATASETS: tuple[str, ...] = ("synthetic", "avdigits", "hapt", "mfeat")
-
-_MODULES = {"synthetic": synthetic, "avdigits": avdigits, "hapt": hapt, "mfeat": mfeat}
+# Relative cost of a run (measured time of a naive run at full scale; orders the process pool).
+_BUILTIN_COST = {"synthetic": 2.0, "avdigits": 1.0, "hapt": 1.5, "mfeat": 0.6}
+for _module in (synthetic, avdigits, hapt, mfeat):
+    _name = _module.__name__.rsplit(".", 1)[1]
+    register(
+        DatasetEntry(
+            _name,
+            tuple(_module.MODALITIES),
+            _module.build,
+            dict(_module.KNOBS),
+            # mfeat: a strong, a middling and a weak view of its six (see gblend.data.mfeat)
+            study=tuple(MFEAT_DEFAULT_VIEWS) if _module is mfeat else (),
+            cost=_BUILTIN_COST[_name],
+            builtin=True,
+        )
+    )
+BUILTIN_DATASETS: tuple[str, ...] = names()
 # split fractions are knobs of every dataset; heldout_frac is a named argument of `load`
 _COMMON_KNOBS: dict[str, float] = {"test_frac": TEST_FRAC, "val_frac": VAL_FRAC}
 
 
-def _module(name: str) -> Any:
-    check_names("dataset", [name], DATASETS)
-    return _MODULES[name]
-
-
 def modality_names(name: str) -> tuple[str, ...]:
     """Every modality the dataset offers, in a fixed order."""
-    return tuple(_module(name).MODALITIES)
+    return get(name).modalities
+
+
+def study_modalities(name: str) -> tuple[str, ...]:
+    """The modalities the experiments use (mfeat: a few contrasting views; others: all)."""
+    return get(name).study_modalities
 
 
 def knob_names(name: str) -> tuple[str, ...]:
     """The keyword knobs `load` accepts for this dataset (besides the named arguments)."""
-    return tuple(_COMMON_KNOBS) + tuple(_module(name).KNOBS)
+    return tuple(_COMMON_KNOBS) + tuple(get(name).knobs)
 
 
 def load(
@@ -74,16 +105,18 @@ def load(
     heldout_frac: size of heldout V as a fraction of the training pool (paper: 8%).
     knobs: see `knob_names(name)` and the dataset module's docstring; unknown ones raise.
     """
-    module = _module(name)
+    entry = get(name)
     valid = knob_names(name)
     unknown = sorted(set(knobs) - set(valid))
     if unknown:
         raise TypeError(f"unknown knob(s) {unknown} for {name!r}; valid knobs: {list(valid)}")
     if modalities is not None:
-        check_names("modality", modalities, module.MODALITIES)
-    fracs = {"heldout_frac": heldout_frac,
-             **{k: float(knobs.pop(k, v)) for k, v in _COMMON_KNOBS.items()}}
+        check_names("modality", modalities, entry.modalities)
+    fracs = {
+        "heldout_frac": heldout_frac,
+        **{k: float(knobs.pop(k, v)) for k, v in _COMMON_KNOBS.items()},
+    }
     # every input that shapes the arrays goes into the fingerprint and info
-    used = {"seed": seed, "max_samples": max_samples, **fracs, **module.KNOBS, **knobs}
-    ds = module.build(seed, max_samples, fracs, used)
+    used = {"seed": seed, "max_samples": max_samples, **fracs, **entry.knobs, **knobs}
+    ds = entry.build(seed, max_samples, fracs, used)
     return ds if modalities is None else ds.select(list(modalities))

@@ -3,144 +3,17 @@
 The naive and uni-modal runs are the Table 1 grid's own (same units, same cache), so every
 method of a data set is compared on the same seeds and splits. The G-Blend runs (offline,
 Algorithm 2; online, Algorithm 3) and the equal-weight "auxiliary loss" runs train the
-multi-head model and are cached under the experiment name ``gblend``.
+multi-head model and are cached under the store ``gblend`` (see ``methods.METHODS``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any, NamedTuple
-
 import pandas as pd
 
-from gblend.experiments.runner import Unit, run_grid, runs_frame
+from gblend.experiments import methods as gmethods
 from gblend.experiments.stats import paired_difference
-from gblend.experiments.table1 import PAPER_NAMES, best_unimodal, study_modalities, table1_units
+from gblend.experiments.table1 import PAPER_NAMES, best_unimodal, by_setting
 from gblend.models import JOINT
-
-STORE = "gblend"
-# The paper's online schedule: a warm-up super-epoch of 10 epochs, then 5, of about 45.
-PAPER_EPOCHS, PAPER_WARMUP, PAPER_SUPER_EPOCH = 45, 10, 5
-
-
-def blend_params(method: str, epochs: int) -> dict[str, Any]:
-    """Method parameters at a given run length (the paper's proportions, at least 1 epoch).
-
-    offline: the estimation window n = N, the whole run, as in the paper's Algorithm 2.
-    online: warm-up and super-epoch lengths scaled from the paper's 10 and 5 of 45 epochs.
-    """
-    if method == "offline":
-        return {"estimate_epochs": epochs}
-    if method in ("online", "online_probed"):
-        return {
-            "warmup": max(1, round(epochs * PAPER_WARMUP / PAPER_EPOCHS)),
-            "length": max(1, round(epochs * PAPER_SUPER_EPOCH / PAPER_EPOCHS)),
-        }
-    return {}
-
-
-def blend_unit(naive: Unit, method: str) -> Unit:
-    """The multi-head twin of a naive unit: same data, seed and schedule, another loss."""
-    return replace(
-        naive,
-        experiment=STORE,
-        method=method,
-        model=replace(naive.model, modality_heads=True),
-        method_params=blend_params(method, naive.train.epochs),
-    )
-
-
-def table2_units(scale="cpu", datasets=None, seeds=0, device="auto", epochs=0) -> list[Unit]:
-    """Table 2's grid: uni-modal and naive runs of Table 1, and the multi-head runs."""
-    return _grid(
-        scale, datasets, seeds, device, epochs, ("offline", "online", "uniform"), all_combos=False
-    )
-
-
-def table4_units(scale="cpu", datasets=None, seeds=0, device="auto", epochs=0) -> list[Unit]:
-    """Table 4's grid: every combination naively and with offline G-Blend."""
-    return _grid(scale, datasets, seeds, device, epochs, ("offline",), all_combos=True)
-
-
-def _grid(
-    scale: str,
-    datasets: str | Sequence[str] | None,
-    seeds: int,
-    device: str,
-    epochs: int,
-    methods: Sequence[str],
-    all_combos: bool,
-) -> list[Unit]:
-    units = []
-    for naive in table1_units(scale, datasets, seeds, device, epochs):
-        n_study = len(study_modalities(naive.dataset))
-        is_full = len(naive.modalities) == n_study
-        if len(naive.modalities) == 1 or is_full or all_combos:
-            units.append(naive)
-        if len(naive.modalities) > 1 and (is_full or all_combos):
-            units.extend(blend_unit(naive, m) for m in methods)
-    return units
-
-
-class BlendResults(NamedTuple):
-    runs: pd.DataFrame  # one row per run (the fused head's metrics)
-    weights: pd.DataFrame  # one row per (run, super-epoch, head) of each estimate
-    heads: pd.DataFrame  # accuracy of every head of the multi-head runs, per split
-
-
-def _run(units: list[Unit], results_dir, progress, run_missing) -> BlendResults:
-    records = run_grid(units, results_dir, progress=progress, run_missing=run_missing)
-    return BlendResults(runs_frame(records), weights_frame(records), heads_frame(records))
-
-
-def heads_frame(records) -> pd.DataFrame:
-    """Accuracy of every head of each multi-head run at its selected epoch."""
-    rows = [
-        {
-            "dataset": rec["dataset"],
-            "combo": rec["combo"],
-            "method": rec["method"],
-            "seed": rec["seed"],
-            "head": head,
-            "split": split,
-            "acc": acc,
-        }
-        for rec in records
-        for head, accs in rec.get("head_metrics", {}).items()
-        for split, acc in accs.items()
-    ]
-    return pd.DataFrame(rows)
-
-
-def table2(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    results_dir: str | None = None,
-    epochs: int = 0,
-    progress: bool = True,
-    run_missing: bool = True,
-) -> BlendResults:
-    """Best uni-modal, naive, offline and online G-Blend (and equal weights) on all modalities."""
-    units = table2_units(scale, datasets, seeds, device, epochs)
-    return _run(units, results_dir, progress, run_missing)
-
-
-def table4(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    results_dir: str | None = None,
-    epochs: int = 0,
-    progress: bool = True,
-    run_missing: bool = True,
-) -> BlendResults:
-    """Every modality combination: naive, best uni-modal and offline G-Blend with its weights."""
-    units = table4_units(scale, datasets, seeds, device, epochs)
-    return _run(units, results_dir, progress, run_missing)
 
 
 def overhead(runs: pd.DataFrame) -> pd.DataFrame:
@@ -164,51 +37,15 @@ def overhead(runs: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def weights_frame(records) -> pd.DataFrame:
-    """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules."""
-    rows = []
-    for rec in records:
-        for i, est in enumerate(rec.get("weights", [])):
-            if "weights" not in est:  # equal weights: nothing was estimated
-                continue
-            rules: dict[str, list[str]] = {}
-            for f in est["fallbacks"]:
-                rules.setdefault(f["head"], []).append(f["rule"])
-            for head, weight in est["weights"].items():
-                rows.append(
-                    {
-                        "dataset": rec["dataset"],
-                        "combo": rec["combo"],
-                        "method": rec["method"],
-                        "seed": rec["seed"],
-                        "super_epoch": i,
-                        "start_epoch": est["context"].get("start_epoch", 0),
-                        "n_epochs": est["context"].get("n_epochs"),
-                        "head": head,
-                        "weight": weight,
-                        "delta_g": est["delta_g"][head],
-                        "delta_o": est["delta_o"][head],
-                        "ogr": est["ogr"][head],
-                        "fallbacks": ",".join(rules.get(head, []) + rules.get("*", [])),
-                        "optimizer": rec["config"]["train"]["optimizer"],
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
 METHOD_ORDER = ["best uni", "naive", "uniform", "offline", "online"]
-METHOD_LABELS = {
-    "best uni": "best uni-modal",
-    "naive": "naive late fusion",
-    "uniform": "equal weights (auxiliary loss)",
-    "offline": "offline G-Blend",
-    "online": "online G-Blend",
+METHOD_LABELS = {"best uni": "best uni-modal"} | {
+    name: gmethods.get(name).label for name in METHOD_ORDER[1:]
 }
 
 
-def _method_runs(runs: pd.DataFrame, dataset: str, combo: str) -> dict[str, pd.Series]:
-    """Test accuracy per seed of each method on one combination (best uni chosen by val)."""
-    sub = runs[runs.dataset == dataset]
+def _method_runs(sub: pd.DataFrame, combo: str) -> dict[str, pd.Series]:
+    """Test accuracy per seed of each method on one combination of one data set and setting
+    (best uni chosen by val)."""
     best = best_unimodal(sub, among=combo.split("+"))
     out = {"best uni": sub[(sub.combo == best)].set_index("seed").test_acc}
     for method in ("naive", "uniform", "offline", "online"):
@@ -222,20 +59,20 @@ def compare_methods(runs: pd.DataFrame, combos: str = "full") -> pd.DataFrame:
     """Per data set and combination: each method's test accuracy, and its paired difference
     from naive fusion and from the best uni-modal model (mean, 95% t-interval, verdict)."""
     rows = []
-    for dataset in runs.dataset.unique():
-        sub = runs[runs.dataset == dataset]
+    for (dataset, variant), sub in by_setting(runs):
         multi = [
             c
             for c in sub[sub.n_modalities > 1].combo.unique()
             if combos == "all" or c.count("+") == max(sub.combo.str.count(r"\+"))
         ]
         for combo in multi:
-            per_method = _method_runs(runs, dataset, combo)
+            per_method = _method_runs(sub, combo)
             best = best_unimodal(sub, among=combo.split("+"))
             for method in [m for m in METHOD_ORDER if m in per_method]:
                 acc = per_method[method]
                 row = {
                     "dataset": dataset,
+                    "variant": variant,
                     "combo": combo,
                     "method": method,
                     "best_uni": best,
@@ -296,7 +133,7 @@ def table2_display(comparison: pd.DataFrame) -> pd.DataFrame:
 def mean_weights(weights: pd.DataFrame, method: str = "offline") -> pd.DataFrame:
     """Mean ± std over seeds of each head's weight per data set and combination."""
     w = weights[(weights.method == method) & (weights.super_epoch == 0)]
-    summary = w.groupby(["dataset", "combo", "head"], sort=False).agg(
+    summary = w.groupby(["dataset", "variant", "combo", "head"], sort=False).agg(
         weight=("weight", "mean"),
         weight_std=("weight", "std"),
         seeds=("seed", "nunique"),
@@ -314,9 +151,10 @@ def table4_display(
     mw = mean_weights(weights)
     paper_rows = paper.set_index("modal")
     rows = []
-    for (dataset, combo), group in comparison.groupby(["dataset", "combo"], sort=False):
+    keys = ["dataset", "variant", "combo"]
+    for (dataset, variant, combo), group in comparison.groupby(keys, sort=False):
         by = group.set_index("method")
-        w = mw[(mw.dataset == dataset) & (mw.combo == combo)]
+        w = mw[(mw.dataset == dataset) & (mw.variant == variant) & (mw.combo == combo)]
         weights_text = ", ".join(
             f"{h}: {_pm(m * 100, s * 100)}"
             for h, m, s in zip(w["head"], w.weight, w.weight_std, strict=True)
@@ -355,8 +193,8 @@ def table4_display(
     return pd.DataFrame(rows)
 
 
-def _paired(runs: pd.DataFrame, dataset: str, combo: str, a: str, b: str):
-    per_method = _method_runs(runs, dataset, combo)
+def _paired(sub: pd.DataFrame, combo: str, a: str, b: str):
+    per_method = _method_runs(sub, combo)
     if a not in per_method or b not in per_method:
         return None
     seeds = per_method[a].index.intersection(per_method[b].index)
@@ -391,11 +229,10 @@ def _claim_row(dataset: str, number: int, statement: str, parts, seeds: int) -> 
 def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
     """Verdicts on claims 5, 6, 8, 10 and 13 of paper.md §8, per data set (all modalities)."""
     rows = []
-    for dataset in runs.dataset.unique():
-        sub = runs[runs.dataset == dataset]
+    for (dataset, variant), sub in by_setting(runs):
         combo = max(sub.combo.unique(), key=lambda c: c.count("+"))
         d = {
-            pair: _paired(runs, dataset, combo, *pair)
+            pair: _paired(sub, combo, *pair)
             for pair in (
                 ("offline", "naive"),
                 ("offline", "best uni"),
@@ -405,8 +242,9 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
         }
         seeds = min((x.n for x in d.values() if x is not None), default=0)
 
-        def claim(number, statement, parts, dataset=dataset, seeds=seeds):
-            rows.append(_claim_row(dataset, number, statement, parts, seeds))
+        def claim(number, statement, parts, dataset=dataset, variant=variant, seeds=seeds):
+            row = _claim_row(dataset, number, statement, parts, seeds)
+            rows.append({"dataset": dataset, "variant": variant, **row})
 
         claim(
             5,
@@ -429,7 +267,8 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
                 "G-Blend works with more than two modalities",
                 [("vs naive", d["offline", "naive"]), ("vs best uni", d["offline", "best uni"])],
             )
-        rows.append(_weight_claim(dataset, combo, sub, weights))
+        setting = weights[(weights.dataset == dataset) & (weights.variant == variant)]
+        rows.append({"variant": variant, **_weight_claim(dataset, combo, sub, setting)})
     return pd.DataFrame(rows)
 
 
@@ -459,47 +298,18 @@ def _weight_claim(dataset: str, combo: str, runs: pd.DataFrame, weights: pd.Data
     }
 
 
-FIGURE5_DATASETS = "synthetic,avdigits,mfeat"  # hapt's runs cost ten times more on a CPU
-
-
-def figure5_units(scale="cpu", datasets=None, seeds=0, device="auto", epochs=0) -> list[Unit]:
-    """Online G-Blend probed per super-epoch (Fig. 5) on each data set's study modalities."""
-    naive = _grid(scale, datasets or FIGURE5_DATASETS, seeds, device, epochs, (), all_combos=False)
-    return [blend_unit(u, "online_probed") for u in naive if len(u.modalities) > 1]
-
-
-def figure5(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    results_dir: str | None = None,
-    epochs: int = 0,
-    progress: bool = True,
-    run_missing: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(weights per super-epoch, probe accuracies per super-epoch and branch) of Fig. 5."""
-    units = figure5_units(scale, datasets, seeds, device, epochs)
-    records = run_grid(units, results_dir, progress=progress, run_missing=run_missing)
-    probes = pd.DataFrame(
-        [
-            {"dataset": rec["dataset"], "combo": rec["combo"], "seed": rec["seed"], **probe}
-            for rec in records
-            for probe in rec["probes"]
-        ]
-    )
-    return weights_frame(records), probes
-
-
 def probe_differences(probes: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per data set and super-epoch: G-Blend minus naive accuracy (%), paired over seeds."""
     rows = []
-    for (dataset, end), group in probes.groupby(["dataset", "end_epoch"], sort=False):
+    for (dataset, variant, end), group in probes.groupby(
+        ["dataset", "variant", "end_epoch"], sort=False
+    ):
         wide = group.pivot_table(index="seed", columns="branch", values=f"{split}_acc") * 100
         diff = paired_difference(wide["gblend"], wide["naive"])
         rows.append(
             {
                 "dataset": dataset,
+                "variant": variant,
                 "end_epoch": end,
                 "gblend": wide["gblend"].mean(),
                 "naive": wide["naive"].mean(),
@@ -519,13 +329,14 @@ WEIGHT_CHANGE = 0.2  # claim 9: a head's mean weight moves by at least this acro
 def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
     """Claims 7 (G-Blend >= naive at every super-epoch) and 9 (online weights change)."""
     rows = []
-    for dataset, diffs in differences.groupby("dataset", sort=False):
+    for (dataset, variant), diffs in differences.groupby(["dataset", "variant"], sort=False):
         seeds = int(diffs.seeds.min())
         higher = int((diffs.verdict == "higher").sum())
         lower = int((diffs.verdict == "lower").sum())
         rows.append(
             {
                 "dataset": dataset,
+                "variant": variant,
                 "claim": 7,
                 "statement": "from the same snapshot, a super-epoch of G-Blend gives a better "
                 "trunk than a naive one, at every super-epoch",
@@ -535,13 +346,14 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
                 "(paired seeds, 95% t-interval of test accuracy after fine-tuning)",
             }
         )
-        w = weights[weights.dataset == dataset]
+        w = weights[(weights.dataset == dataset) & (weights.variant == variant)]
         mean = w.groupby(["super_epoch", "head"]).weight.mean().unstack()
         spread = (mean.max() - mean.min()).sort_values(ascending=False)
         moved = spread >= WEIGHT_CHANGE
         rows.append(
             {
                 "dataset": dataset,
+                "variant": variant,
                 "claim": 9,
                 "statement": "online weights change over training (a head's mean weight moves by "
                 f"at least {WEIGHT_CHANGE} across super-epochs)",

@@ -6,19 +6,16 @@ on heldout V, which is all the paper's OGR needs; no extra training is done here
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pandas as pd
 
 from gblend.blend import Measurement, generalization_gain, ogr, overfitting_change
-from gblend.experiments.table1 import table1
 from gblend.train import TRAIN_SUBSET
 
 
 def _losses(history: pd.DataFrame) -> pd.DataFrame:
     joint = history[(history["head"] == "joint") & history.split.isin([TRAIN_SUBSET, "heldout"])]
     return joint.pivot_table(
-        index=["dataset", "combo", "seed", "epoch"], columns="split", values="loss"
+        index=["dataset", "variant", "combo", "seed", "epoch"], columns="split", values="loss"
     ).reset_index()
 
 
@@ -27,15 +24,18 @@ def _measurement(run: pd.DataFrame, epoch: int) -> Measurement:
     return Measurement({"joint": row[TRAIN_SUBSET]}, {"joint": row["heldout"]})
 
 
-def ogr_over_training(history: pd.DataFrame, window: int) -> pd.DataFrame:
+def ogr_over_training(history: pd.DataFrame, window: int = 0) -> pd.DataFrame:
     """dG, dO and OGR of every run between checkpoints N and N + window, N = 0, window, ...
+    (``window`` 0: a sixth of the longest run).
 
     Measured with :mod:`gblend.blend`'s functions, i.e. exactly as G-Blend measures them.
     """
-    if window < 1:
-        raise ValueError("window must be a positive number of epochs")
+    if window < 0:
+        raise ValueError("window must be a positive number of epochs (0: a sixth of the run)")
+    window = window or max(1, int(history.epoch.max()) // 6)
     rows = []
-    for (dataset, combo, seed), run in _losses(history).groupby(["dataset", "combo", "seed"]):
+    keys = ["dataset", "variant", "combo", "seed"]
+    for (dataset, variant, combo, seed), run in _losses(history).groupby(keys):
         run = run.set_index("epoch")
         for start in range(0, int(run.index.max()) - window + 1, window):
             end = start + window
@@ -43,6 +43,7 @@ def ogr_over_training(history: pd.DataFrame, window: int) -> pd.DataFrame:
             rows.append(
                 {
                     "dataset": dataset,
+                    "variant": variant,
                     "combo": combo,
                     "seed": seed,
                     "start": start,
@@ -53,19 +54,3 @@ def ogr_over_training(history: pd.DataFrame, window: int) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def figure3(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    results_dir: str | None = None,
-    epochs: int = 0,
-    window: int = 0,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(runs, history, OGR per window) of the Table 1 grid; ``window`` 0 = a sixth of the run."""
-    runs, history = table1(scale, datasets, seeds, device, results_dir, epochs, progress)
-    n = window or max(1, int(history.epoch.max()) // 6)
-    return runs, history, ogr_over_training(history, n)

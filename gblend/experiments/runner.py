@@ -1,10 +1,11 @@
-"""Run a grid of (config, seed) units once each, caching every finished unit on disk.
+"""Run a grid of units once each, caching every finished unit on disk.
 
 A unit is one training run. Its result file is written atomically when it finishes, so a
 rerun skips finished units and an interrupted grid (Ctrl-C, a killed process) resumes where it
-stopped, losing at most the units in flight. :func:`run_grid_parallel` shares a grid among
-processes (e.g. on one GPU), each taking the next pending unit; ``shard=(i, k)`` splits it
-statically, e.g. across machines.
+stopped, losing at most the units in flight; a damaged result file is named in a warning,
+moved aside and its unit recomputed. :func:`run_grid` decides how to spend the machine
+(:func:`execution_plan`): on a CPU, one single-thread process per core; on a GPU, one process
+unless told otherwise.
 """
 
 from __future__ import annotations
@@ -12,62 +13,24 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from gblend import blend
 from gblend import data as gdata
 from gblend.batched import BatchedTrainer, RunData
-from gblend.models import JOINT, FusionNet, ModelConfig
-from gblend.results import UnitStore, history_to_json, provenance, unit_key
-from gblend.train import EVAL_SPLITS, TrainConfig, Trainer
-
-# Settings that change where or how visibly a run happens, not its result.
-_NOT_HASHED = ("device", "progress")
-
-
-@dataclass
-class Unit:
-    """One training run of the grid."""
-
-    experiment: str
-    scale: str
-    dataset: str
-    modalities: tuple[str, ...]
-    seed: int
-    train: TrainConfig
-    model: ModelConfig
-    method: str = "naive"  # one of METHODS
-    data_knobs: dict[str, Any] = field(default_factory=dict)
-    method_params: dict[str, Any] = field(default_factory=dict)  # e.g. G-Blend's windows
-
-    @property
-    def combo(self) -> str:
-        return "+".join(self.modalities)
-
-    def config(self) -> dict[str, Any]:
-        """Everything that determines the result (hashed into the cache key)."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
-        config = {
-            "experiment": self.experiment,
-            "dataset": self.dataset,
-            "modalities": list(self.modalities),
-            "method": self.method,
-            "seed": self.seed,
-            "data": dict(sorted(self.data_knobs.items())),
-            "train": train,
-            "model": asdict(self.model),
-        }
-        if self.method_params:  # absent for naive runs, whose keys predate the field
-            config["method_params"] = dict(sorted(self.method_params.items()))
-        return config
+from gblend.experiments import methods as gmethods
+from gblend.experiments.grid import Unit
+from gblend.experiments.records import Results, RunRecord, make_record
+from gblend.models import FusionNet
+from gblend.results import UnitStore, unit_key
+from gblend.train import resolve_device
 
 
 @lru_cache(maxsize=4)
@@ -81,97 +44,12 @@ def load_unit_data(unit: Unit) -> gdata.Dataset:
     return full.select(unit.modalities)
 
 
-METHODS = ("naive", "uniform", "offline", "online", "online_probed")
-
-
-def train_unit(unit: Unit, dataset: gdata.Dataset) -> tuple[Trainer, dict[str, Any]]:
-    """Train one unit by its method; return the trainer and method-specific results.
-
-    naive: the fused head's loss alone (paper Fig. 2b; a single modality is Fig. 2a);
-    uniform: every head of the multi-head model with equal weight (the paper's "auxiliary
-    loss"); offline / online: G-Blend, Algorithms 2 and 3 (``gblend.blend``); online_probed:
-    online G-Blend with the paper's Figure 5b comparison at every super-epoch.
-    """
-    if unit.method not in METHODS:
-        raise ValueError(f"unknown method {unit.method!r}; valid: {', '.join(METHODS)}")
-    torch.manual_seed(unit.seed)
-    model = FusionNet(dataset.specs, dataset.n_classes, unit.model)
-    data = (model, dataset.x, dataset.y, dataset.splits)
-    params = dict(unit.method_params)
-    if unit.method == "naive":
-        return Trainer(unit.train).fit(*data, loss_weights={JOINT: 1.0}), {}
-    if unit.method == "uniform":
-        weights = blend.uniform_weights(model.heads)
-        return Trainer(unit.train).fit(*data, loss_weights=weights), {"weights": [weights]}
-    policy = blend.DegeneratePolicy(min_weight=params.pop("min_weight", 0.01))
-    if unit.method == "offline":
-        run = blend.train_offline(*data, unit.train, policy=policy, **params)
-    else:
-        probe = unit.method == "online_probed"
-        run = blend.train_online(*data, unit.train, policy=policy, probe=probe, **params)
-    extras = {
-        "weights": run.weights_json(),
-        "estimation_epochs": run.estimation_epochs,
-        "estimation_seconds": run.estimation_seconds,
-    }
-    if unit.method == "online_probed":
-        extras["probes"] = run.probes
-    return run.trainer, extras
-
-
-def _record(
-    unit: Unit,
-    dataset: gdata.Dataset,
-    history: pd.DataFrame,
-    best_epoch: int,
-    epochs_run: int,
-    train_seconds: float,
-    wall_seconds: float,
-    device: str,
-) -> dict[str, Any]:
-    """A unit's result record: identity, config, metrics at the selected epoch, history."""
-    at_best = history[history.epoch == best_epoch]
-    metrics = {
-        f"{row.split}_{name}": float(getattr(row, name))
-        for row in at_best[at_best["head"] == JOINT].itertuples()
-        for name in ("acc", "loss")
-    }
-    record = {
-        "key": unit_key(unit.config(), dataset.fingerprint),
-        "experiment": unit.experiment,
-        "scale": unit.scale,
-        "dataset": unit.dataset,
-        "combo": unit.combo,
-        "modalities": list(unit.modalities),
-        "method": unit.method,
-        "seed": unit.seed,
-        "config": unit.config(),
-        "data_fingerprint": dataset.fingerprint,
-        "split_sizes": {s: int(len(idx)) for s, idx in dataset.splits.items()},
-        "best_epoch": best_epoch,
-        "epochs_run": epochs_run,
-        "metrics": metrics,
-        "history": history_to_json(history),
-        "wall_seconds": wall_seconds,
-        "train_seconds": train_seconds,
-        "provenance": provenance(device),
-    }
-    if unit.method != "naive":
-        # every head of the multi-head model at the selected epoch (the fused head is the one
-        # reported; the others show what each modality's own classifier learned)
-        record["head_metrics"] = {
-            head: {row.split: float(row.acc) for row in rows.itertuples()}
-            for head, rows in at_best.groupby("head")
-        }
-    return record
-
-
-def run_unit(unit: Unit) -> dict[str, Any]:
-    """Train one unit and return its result record (metrics, history, provenance)."""
+def run_unit(unit: Unit) -> RunRecord:
+    """Train one unit by its method and return its result record."""
     started = time.perf_counter()
     dataset = load_unit_data(unit)
-    trainer, extras = train_unit(unit, dataset)
-    record = _record(
+    trainer, extras = gmethods.get(unit.method).train(unit, dataset)
+    return make_record(
         unit,
         dataset,
         trainer.history_,
@@ -180,11 +58,8 @@ def run_unit(unit: Unit) -> dict[str, Any]:
         trainer.train_seconds_,
         time.perf_counter() - started,
         trainer.device_,
+        extras,
     )
-    return record | extras
-
-
-BATCHABLE = ("naive", "uniform")  # methods whose runs are one plain training each
 
 
 def batch_key(unit: Unit) -> str:
@@ -197,11 +72,12 @@ def batch_key(unit: Unit) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
+def run_batch(units: Sequence[Unit]) -> list[RunRecord]:
     """Train units that differ only in seed and learning rate together
-    (:class:`BatchedTrainer`); one record each, in the format of :func:`run_unit`, with
-    ``batched`` = the batch size."""
-    if len({batch_key(u) for u in units}) != 1 or units[0].method not in BATCHABLE:
+    (:class:`BatchedTrainer`); one record each, as :func:`run_unit` gives, with ``batched`` =
+    the batch size."""
+    method = gmethods.get(units[0].method)
+    if len({batch_key(u) for u in units}) != 1 or method.batch_weights is None:
         raise ValueError(
             "a batch needs units of one batchable method differing only in seed and learning rate"
         )
@@ -211,7 +87,7 @@ def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
     for unit, dataset in zip(units, datasets, strict=True):
         torch.manual_seed(unit.seed)  # the same initial weights as run_unit draws
         models.append(FusionNet(dataset.specs, dataset.n_classes, unit.model))
-    weights = {JOINT: 1.0} if units[0].method == "naive" else blend.uniform_weights(models[0].heads)
+    weights = method.batch_weights(models[0].heads)
     trainer = BatchedTrainer(units[0].train).fit(
         models,
         [RunData(d.x, d.y, d.splits) for d in datasets],
@@ -220,9 +96,11 @@ def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
         lrs=[u.train.lr for u in units],
     )
     wall = (time.perf_counter() - started) / len(units)
-    records = []
-    for r, (unit, dataset) in enumerate(zip(units, datasets, strict=True)):
-        record = _record(
+    extras: dict[str, Any] = {"batched": len(units)}
+    if units[0].method != "naive":
+        extras["weights"] = [weights]
+    return [
+        make_record(
             unit,
             dataset,
             trainer.histories_[r],
@@ -231,17 +109,49 @@ def run_batch(units: Sequence[Unit]) -> list[dict[str, Any]]:
             trainer.train_seconds_ / len(units),
             wall,
             trainer.device_,
+            extras,
         )
-        if unit.method == "uniform":
-            record["weights"] = [weights]
-        records.append(record | {"batched": len(units)})
-    return records
+        for r, (unit, dataset) in enumerate(zip(units, datasets, strict=True))
+    ]
 
 
 def _location(unit: Unit, results_dir: str | None) -> tuple[UnitStore, str]:
-    """Where a unit's result file lives: its experiment's store and its cache key."""
-    store = UnitStore(results_dir, unit.experiment, unit.scale)
+    """Where a unit's result file lives: its method's store and its cache key."""
+    store = UnitStore(results_dir, unit.store, unit.scale)
     return store, unit_key(unit.config(), load_unit_data(unit).fingerprint)
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How a grid spends the machine: processes, threads per process, runs per batch."""
+
+    jobs: int
+    threads: int
+    batch_runs: int
+    reason: str
+
+
+def execution_plan(device: str = "auto", jobs: int = 0, batch_runs: int = 0) -> ExecutionPlan:
+    """The fastest measured way to train this study's small models (0 = choose).
+
+    CPU: one single-thread process per core. Measured on the 2-core machine (cpu scale, one
+    unit each): a single-thread process trains the synthetic MLPs 10% faster than a two-thread
+    one and avdigits' CNNs 1.6x slower, so two single-thread processes give 2.2x and 1.25x the
+    throughput of one two-thread process. Batching (``BatchedTrainer``) stays off on a CPU:
+    it loses on convolutions at every batch size (0.41-0.69x the reference loop) and gains
+    1.1-1.4x on MLPs only at 8-32 runs of one setting, more than a cpu-scale grid has.
+    GPU: one process, runs batched 8 at a time unless told otherwise (``gblend full-run``
+    passes its own counts); small models leave one process far from filling a GPU.
+    """
+    if jobs < 0 or batch_runs < 0:
+        raise ValueError("jobs and batch_runs must be >= 0 (0: choose)")
+    cores = os.cpu_count() or 1
+    if resolve_device(device).type == "cpu":
+        jobs = jobs or cores
+        return ExecutionPlan(
+            jobs, max(1, cores // jobs), batch_runs or 1, "cpu: one single-thread process per core"
+        )
+    return ExecutionPlan(jobs or 1, max(1, cores // (jobs or 1)), batch_runs or 8, "gpu")
 
 
 _Pending = tuple[int, Unit, UnitStore, str]  # position in the grid, unit, store, cache key
@@ -249,18 +159,20 @@ _Pending = tuple[int, Unit, UnitStore, str]  # position in the grid, unit, store
 
 def _plan(
     units: Sequence[Unit], results_dir: str | None, batch_runs: int, run_missing: bool
-) -> tuple[dict[int, dict[str, Any]], list[list[_Pending]]]:
+) -> tuple[dict[int, RunRecord], list[list[_Pending]]]:
     """The records already on disk and the pending units, grouped into chunks to train."""
     if batch_runs < 1:
         raise ValueError("batch_runs must be at least 1")
-    records: dict[int, dict[str, Any]] = {}
+    records: dict[int, RunRecord] = {}
     pending: dict[str, list[_Pending]] = {}
     for i, unit in enumerate(units):
         store, key = _location(unit, results_dir)
-        if store.has(unit.dataset, key):
-            records[i] = store.load(unit.dataset, key)
+        found = store.load(unit.dataset, key)
+        if found is not None:
+            records[i] = RunRecord.from_json(found)
         elif run_missing:
-            group = batch_key(unit) if batch_runs > 1 and unit.method in BATCHABLE else str(i)
+            batchable = gmethods.get(unit.method).batch_weights is not None
+            group = batch_key(unit) if batch_runs > 1 and batchable else str(i)
             pending.setdefault(group, []).append((i, unit, store, key))
     chunks = [
         group[start : start + batch_runs]
@@ -270,12 +182,12 @@ def _plan(
     return records, chunks
 
 
-def _run_chunk(chunk: Sequence[_Pending]) -> list[tuple[int, dict[str, Any]]]:
+def _run_chunk(chunk: Sequence[_Pending]) -> list[tuple[int, RunRecord]]:
     """Train one chunk (one unit, or a batch of them) and save each result on its own."""
     units = [unit for _, unit, _, _ in chunk]
     new = [run_unit(units[0])] if len(units) == 1 else run_batch(units)
     for (_, unit, store, key), record in zip(chunk, new, strict=True):
-        store.save(unit.dataset, key, record)
+        store.save(unit.dataset, key, record.to_json())
     return [(i, record) for (i, *_), record in zip(chunk, new, strict=True)]
 
 
@@ -284,91 +196,82 @@ def _describe(chunk: Sequence[_Pending]) -> str:
     return f"{first.dataset} {first.combo} {first.method} x{len(chunk)}"
 
 
+def _cost(chunk: Sequence[_Pending]) -> float:
+    """Rough relative cost, to start the longest chunks first when processes share a grid."""
+    unit = chunk[0][1]
+    method, dataset = gmethods.get(unit.method), gdata.get(unit.dataset)
+    return method.cost * dataset.cost * len(chunk) ** 0.5
+
+
+_worker_error: BaseException | None = None
+
+
+def _init_worker(threads: int, datasets: bytes) -> None:
+    """Set up a pool process. A failure is kept and raised by the first chunk: a pool whose
+    initializer (or start-up unpickling) raises replaces the dead process for ever, and the
+    grid would hang; hence also the data sets arrive pickled and are unpickled here."""
+    global _worker_error
+    try:
+        torch.set_num_threads(threads)
+        for entry in pickle.loads(datasets):  # a user's data sets exist in the parent only
+            gdata.register(entry, replace=True)
+    except Exception as exc:
+        _worker_error = exc
+
+
+def _run_chunk_in_worker(chunk: Sequence[_Pending]) -> list[tuple[int, RunRecord]]:
+    if _worker_error is not None:
+        raise RuntimeError(f"a worker process failed to start: {_worker_error!r}")
+    return _run_chunk(chunk)
+
+
 def run_grid(
-    units: Sequence[Unit],
+    units: Iterable[Unit],
     results_dir: str | None = None,
     *,
     progress: bool = True,
-    shard: tuple[int, int] | None = None,
     run_missing: bool = True,
-    batch_runs: int = 1,
-) -> list[dict[str, Any]]:
-    """Run every unit not yet on disk; return the records of all units (cached or new).
+    jobs: int = 0,
+    batch_runs: int = 0,
+) -> list[RunRecord]:
+    """Run every unit not yet on disk; return the records of all units (cached or new), in
+    the grid's order.
 
-    With ``shard=(i, k)`` only units ``i, i+k, ...`` are run and returned. With
-    ``run_missing=False`` nothing is trained: only the units already on disk are returned.
-    With ``batch_runs > 1``, pending units of a batchable method that differ only in seed are
-    trained together, up to ``batch_runs`` at a time; each is still cached on its own.
+    ``jobs`` processes (0: :func:`execution_plan` chooses) take the pending chunks, costliest
+    first, so the grid ends when its longest unit does; each writes the result files of what it
+    trained, so an interrupted grid resumes. With ``batch_runs > 1``, pending units of a
+    batchable method that differ only in seed are trained together, each still cached on its
+    own. With ``run_missing=False`` nothing is trained: only the units on disk are returned.
     """
-    if shard is not None:
-        index, count = shard
-        if not 0 <= index < count:
-            raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}")
-        units = units[index::count]
-    records, chunks = _plan(units, results_dir, batch_runs, run_missing)
+    units = list(units)
+    device = units[0].train.device if units else "cpu"
+    plan = execution_plan(device, jobs, batch_runs)
+    records, chunks = _plan(units, results_dir, plan.batch_runs, run_missing)
     bar = tqdm(
         total=len(units), initial=len(records), disable=not progress, desc="runs", unit="run"
     )
-    for chunk in chunks:
-        bar.set_postfix_str(_describe(chunk))
-        for i, record in _run_chunk(chunk):
-            records[i] = record
-            bar.update()
+    if plan.jobs == 1 or len(chunks) < 2:
+        for chunk in chunks:
+            bar.set_postfix_str(_describe(chunk))
+            for i, record in _run_chunk(chunk):
+                records[i] = record
+                bar.update()
+    else:
+        chunks.sort(key=_cost, reverse=True)
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+        workers = min(plan.jobs, len(chunks))
+        initargs = (plan.threads, pickle.dumps(gdata.user_entries()))
+        with context.Pool(workers, _init_worker, initargs) as pool:
+            for finished in pool.imap_unordered(_run_chunk_in_worker, chunks):
+                for i, record in finished:
+                    records[i] = record
+                bar.update(len(finished))
     bar.close()
     return [records[i] for i in sorted(records)]
 
 
-# Rough relative cost of a unit, to start the longest first when processes share a grid:
-# G-Blend trains k+1 estimation copies per super-epoch, the Fig. 5b probe a classifier per
-# super-epoch on top; data sets by their measured time per naive run at full scale.
-_METHOD_COST = {"naive": 1.0, "uniform": 1.5, "offline": 4.0, "online": 4.5, "online_probed": 8.0}
-_DATASET_COST = {"synthetic": 2.0, "hapt": 1.5, "avdigits": 1.0, "mfeat": 0.6}
-
-
-def _cost(chunk: Sequence[_Pending]) -> float:
-    unit = chunk[0][1]
-    return _METHOD_COST[unit.method] * _DATASET_COST.get(unit.dataset, 1.0) * len(chunk) ** 0.5
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def run_grid_parallel(
-    units: Sequence[Unit],
-    results_dir: str | None = None,
-    *,
-    jobs: int = 2,
-    batch_runs: int = 1,
-    progress: bool = True,
-) -> int:
-    """Train the pending units of a grid in ``jobs`` processes; return how many were trained.
-
-    Processes take the next chunk when they finish one, the costliest first, so the grid ends
-    when its longest unit does, not when the unluckiest static share does. Each result file
-    is written by the process that trained it, so an interrupted grid resumes like
-    :func:`run_grid`. Each process gets an equal share of this machine's CPU threads.
-    """
-    if jobs < 1:
-        raise ValueError("jobs must be at least 1")
-    _, chunks = _plan(units, results_dir, batch_runs, run_missing=True)
-    chunks.sort(key=_cost, reverse=True)
-    total = sum(len(c) for c in chunks)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    done = 0
-    with (
-        tqdm(total=total, disable=not progress, desc="runs", unit="run") as bar,
-        context.Pool(min(jobs, max(1, len(chunks))), _init_worker, (threads,)) as pool,
-    ):
-        for finished in pool.imap_unordered(_run_chunk, chunks):
-            done += len(finished)
-            bar.update(len(finished))
-    return done
-
-
-def missing(units: Sequence[Unit], results_dir: str | None = None) -> list[Unit]:
-    """The units of a grid that have no result file yet."""
+def missing(units: Iterable[Unit], results_dir: str | None = None) -> list[Unit]:
+    """The units of a grid that have no (readable) result file yet."""
     out = []
     for unit in units:
         store, key = _location(unit, results_dir)
@@ -377,47 +280,14 @@ def missing(units: Sequence[Unit], results_dir: str | None = None) -> list[Unit]
     return out
 
 
-def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per unit: identity, metrics at the selected epoch, timing and provenance."""
-    rows = []
-    for rec in records:
-        row = {
-            k: rec[k]
-            for k in (
-                "dataset",
-                "combo",
-                "method",
-                "seed",
-                "best_epoch",
-                "epochs_run",
-                "wall_seconds",
-                "train_seconds",
-                "data_fingerprint",
-                "key",
-            )
-        }
-        row["n_modalities"] = len(rec["modalities"])
-        row["estimation_epochs"] = rec.get("estimation_epochs", 0.0)
-        row["estimation_seconds"] = rec.get("estimation_seconds", 0.0)
-        row.update(rec["metrics"])
-        row["device"] = rec["provenance"]["device"]
-        row["device_name"] = rec["provenance"].get("device_name", "")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def history_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Every unit's per-epoch history, with the unit's identity columns."""
-    frames = []
-    for rec in records:
-        hist = pd.DataFrame(rec["history"])
-        for k in ("dataset", "combo", "method", "seed"):
-            hist[k] = rec[k]
-        frames.append(hist)
-    columns = ["dataset", "combo", "method", "seed", "epoch", "head", "split", "loss", "acc"]
-    return (
-        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    )
-
-
-__all__ = ["EVAL_SPLITS", "Unit", "history_frame", "run_grid", "run_unit", "runs_frame"]
+def run(
+    grid: Iterable[Unit],
+    results_dir: str | None = None,
+    *,
+    progress: bool = True,
+    run_missing: bool = True,
+    jobs: int = 0,
+) -> Results:
+    """Run (or load) a grid and return its :class:`~gblend.experiments.records.Results`."""
+    records = run_grid(grid, results_dir, progress=progress, run_missing=run_missing, jobs=jobs)
+    return Results(records)

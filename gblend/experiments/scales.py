@@ -1,14 +1,13 @@
 """Scales: the sizes and counts of a run. A scale never changes the method.
 
 ``smoke`` runs a notebook in seconds (tests and CI), ``cpu`` is what a reader reruns on a
-laptop, ``full`` is for one GPU. Every field can be overridden by a notebook parameter.
+laptop, ``full`` is for one GPU. A grid (``gblend.experiments.grid``) resolves a scale once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from gblend.models import ModelConfig
 from gblend.train import TrainConfig
 
 
@@ -21,10 +20,6 @@ class Scale:
     max_samples: int | None  # cap on each real data set's pool (stratified subsample)
     synthetic_samples: int  # pool size of the synthetic data set
     train_subset_size: int  # size of T'
-
-    def with_overrides(self, **overrides: object) -> Scale:
-        """A copy with every override that is not ``None`` or 0 (notebook "use default")."""
-        return replace(self, **{k: v for k, v in overrides.items() if v not in (None, 0)})
 
 
 SCALES: dict[str, Scale] = {
@@ -84,7 +79,3 @@ def train_config(scale: Scale, seed: int, device: str = "auto", **overrides: obj
         device=device,
     )
     return replace(config, **overrides)
-
-
-def model_config(**overrides: object) -> ModelConfig:
-    return replace(ModelConfig(), **overrides)

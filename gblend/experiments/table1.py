@@ -8,101 +8,20 @@ encoder). The best uni-modal model is chosen by mean *val* accuracy, never by te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gblend import data as gdata
-from gblend.experiments.runner import Unit, history_frame, run_grid, runs_frame
-from gblend.experiments.scales import Scale, get_scale, model_config, train_config
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
-
-EXPERIMENT = "table1"
 
 # The paper's modality names for our synthetic set, which is named after them.
 PAPER_NAMES = {"audio": "A", "rgb": "RGB", "flow": "OF"}
 
 
-def study_modalities(dataset: str) -> tuple[str, ...]:
-    """The modalities each data set contributes to the study (mfeat: a few contrasting views)."""
-    if dataset == "mfeat":
-        return tuple(gdata.MFEAT_DEFAULT_VIEWS)
-    return tuple(gdata.modality_names(dataset))
-
-
-def all_combos(modalities: Sequence[str]) -> list[tuple[str, ...]]:
-    return [c for r in range(1, len(modalities) + 1) for c in combinations(modalities, r)]
-
-
-def parse_list(value: str | Sequence[str] | None, valid: Sequence[str]) -> list[str]:
-    """Notebook parameters are strings: ``"all"``/``""`` or a comma-separated list."""
-    if value is None or value in ("", "all"):
-        return list(valid)
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    unknown = [v for v in items if v not in valid]
-    if unknown:
-        raise ValueError(f"unknown names {unknown}; valid: {', '.join(valid)}")
-    return items
-
-
-def data_knobs(dataset: str, scale: Scale) -> dict[str, Any]:
-    """The data set's size knobs at a scale (the synthetic pool; a cap on the real ones)."""
-    if dataset == "synthetic":
-        knobs: dict[str, Any] = {"n_samples": scale.synthetic_samples}
-        if scale.max_samples is not None:
-            knobs["n_samples"] = min(scale.synthetic_samples, scale.max_samples)
-        return knobs
-    return {} if scale.max_samples is None else {"max_samples": scale.max_samples}
-
-
-def table1_units(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    epochs: int = 0,
-) -> list[Unit]:
-    """The grid: data set x modality subset x seed (``seeds``/``epochs`` 0 = scale default)."""
-    base = get_scale(scale).with_overrides(seeds=seeds, epochs=epochs)
-    units = []
-    for dataset in parse_list(datasets, gdata.DATASETS):
-        knobs = data_knobs(dataset, base)
-        for seed in range(base.seeds):
-            for combo in all_combos(study_modalities(dataset)):
-                units.append(
-                    Unit(
-                        experiment=EXPERIMENT,
-                        scale=scale,
-                        dataset=dataset,
-                        modalities=combo,
-                        seed=seed,
-                        train=train_config(base, seed, device=device),
-                        model=model_config(),
-                        data_knobs=knobs,
-                    )
-                )
-    return units
-
-
-def table1(
-    scale: str = "cpu",
-    datasets: str | Sequence[str] | None = None,
-    seeds: int = 0,
-    device: str = "auto",
-    results_dir: str | None = None,
-    epochs: int = 0,
-    progress: bool = True,
-    run_missing: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or load) the Table 1 grid; return (runs, history) as tidy DataFrames.
-
-    ``run_missing=False`` only loads the units already computed (e.g. another scale's).
-    """
-    units = table1_units(scale, datasets, seeds, device, epochs)
-    records = run_grid(units, results_dir, progress=progress, run_missing=run_missing)
-    return runs_frame(records), history_frame(records)
+def by_setting(runs: pd.DataFrame):
+    """(data set, variant) groups: runs of different settings are never pooled."""
+    return runs.groupby(["dataset", "variant"], sort=False)
 
 
 def _seed_values(runs: pd.DataFrame, combo: str, column: str) -> pd.Series:
@@ -124,7 +43,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     with its mean, std and 95% t-interval.
     """
     rows = []
-    for dataset, group in runs.groupby("dataset", sort=False):
+    for (dataset, variant), group in by_setting(runs):
         for combo in group[group.n_modalities > 1].combo.unique():
             parts = combo.split("+")
             best = best_unimodal(group, among=parts)
@@ -135,6 +54,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append(
                 {
                     "dataset": dataset,
+                    "variant": variant,
                     "multi_modal": combo,
                     "multi_acc": joint.mean() * 100,
                     "multi_std": joint.std(ddof=1) * 100 if len(joint) > 1 else np.nan,
@@ -155,10 +75,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 def final_epoch_accuracy(history: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of the fused head at each run's last epoch, one column per split."""
     joint = history[history["head"] == "joint"]
-    last = joint.groupby(["dataset", "combo", "seed"]).epoch.transform("max")
+    last = joint.groupby(["dataset", "variant", "combo", "seed"]).epoch.transform("max")
     final = joint[joint.epoch == last]
     return final.pivot_table(
-        index=["dataset", "combo", "seed"], columns="split", values="acc"
+        index=["dataset", "variant", "combo", "seed"], columns="split", values="acc"
     ).reset_index()
 
 
@@ -167,12 +87,15 @@ def claims(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     final = final_epoch_accuracy(history)
     final["gap"] = final["train_subset"] - final["val"]
     rows = []
-    for dataset, group in runs.groupby("dataset", sort=False):
+    for (dataset, variant), group in by_setting(runs):
         summary = summarize(group)
-        rows.append(_claim1(dataset, summary))
-        fin = final[final.dataset == dataset]
-        rows.append(_claim2(dataset, group, fin))
-        rows.append(_claim3(dataset, group, fin))
+        fin = final[(final.dataset == dataset) & (final.variant == variant)]
+        for row in (
+            _claim1(dataset, summary),
+            _claim2(dataset, group, fin),
+            _claim3(dataset, group, fin),
+        ):
+            rows.append({"dataset": dataset, "variant": variant, **row})
     return pd.DataFrame(rows)
 
 
@@ -261,7 +184,7 @@ def figure4_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     Train is T', val is our val split; mean over seeds per epoch (paper Fig. 4 layout).
     """
     frames = []
-    for dataset, group in runs.groupby("dataset", sort=False):
+    for (dataset, variant), group in by_setting(runs):
         uni = group[group.n_modalities == 1].groupby("combo").val_acc.mean()
         full = max(group.combo.unique(), key=lambda c: c.count("+"))
         roles = {
@@ -271,6 +194,7 @@ def figure4_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         }
         hist = history[
             (history.dataset == dataset)
+            & (history.variant == variant)
             & history.combo.isin(roles)
             & history.split.isin(["train_subset", "val"])
             & (history["head"] == "joint")

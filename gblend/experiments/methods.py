@@ -1,0 +1,219 @@
+"""The method registry: every way the study trains a model, one entry each.
+
+An entry holds the method's parameter dataclass, its training function, where its results
+are stored, whether its runs can be batched (and with which loss weights), its relative cost
+and its label. Every other list of methods (grids, tables, the process pool's ordering)
+derives from :data:`METHODS`. Adding a method (a baseline, a student's remedy) is one
+:func:`register` call and its training function.
+
+``version`` is the method's semantics version: it is part of every cache key, so when what a
+method does changes, bump it and its old results are never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gblend import blend
+from gblend import data as gdata
+from gblend.models import JOINT, FusionNet
+from gblend.train import Trainer
+
+if TYPE_CHECKING:
+    from gblend.experiments.runner import Unit
+
+# The paper's online schedule: a warm-up super-epoch of 10 epochs, then 5, of about 45.
+PAPER_EPOCHS, PAPER_WARMUP, PAPER_SUPER_EPOCH = 45, 10, 5
+
+Outcome = tuple[Trainer, dict[str, Any]]  # the trained model's trainer, method-specific extras
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without parameters."""
+
+    def resolve(self, epochs: int) -> NoParams:
+        return self
+
+
+@dataclass(frozen=True)
+class OfflineParams:
+    """Offline G-Blend (Algorithm 2). ``estimate_epochs`` 0: n = N, the whole run (the
+    paper's choice); ``metric``: loss or acc; ``min_weight``: the policy's floor per head."""
+
+    estimate_epochs: int = 0
+    metric: str = "loss"
+    min_weight: float = 0.01
+
+    def resolve(self, epochs: int) -> OfflineParams:
+        return _replace(self, estimate_epochs=self.estimate_epochs or epochs)
+
+
+@dataclass(frozen=True)
+class OnlineParams:
+    """Online G-Blend (Algorithm 3). ``warmup``/``length`` 0: the paper's 10 and 5 of 45
+    epochs, scaled to the run (at least 1); ``probe``: the Figure 5b comparison at every
+    super-epoch, its classifier fine-tuned ``finetune_epochs`` (0: the super-epoch's length)."""
+
+    warmup: int = 0
+    length: int = 0
+    metric: str = "loss"
+    min_weight: float = 0.01
+    finetune_epochs: int = 0
+
+    def resolve(self, epochs: int) -> OnlineParams:
+        return _replace(
+            self,
+            warmup=self.warmup or max(1, round(epochs * PAPER_WARMUP / PAPER_EPOCHS)),
+            length=self.length or max(1, round(epochs * PAPER_SUPER_EPOCH / PAPER_EPOCHS)),
+        )
+
+
+def _replace(params, **changes):
+    return type(params)(**{**asdict(params), **changes})
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to train: see the module docstring.
+
+    ``store``: the results folder of its runs; ``multi_head``: trains the multi-head model
+    (paper Fig. 2c); ``fusion_only``: needs two or more modalities; ``batch_weights``: for a
+    method that is one plain training run, its loss weights given the model's heads (its runs
+    can then be batched); ``cost``: rough wall time relative to naive training.
+    """
+
+    name: str
+    label: str
+    train: Callable[[Unit, gdata.Dataset], Outcome]
+    params: type = NoParams
+    store: str = "gblend"
+    multi_head: bool = True
+    fusion_only: bool = True
+    batch_weights: Callable[[tuple[str, ...]], dict[str, float]] | None = None
+    cost: float = 1.0
+    version: int = 1
+
+    def make_params(self, overrides: Mapping[str, Any] | None = None):
+        """The parameter dataclass from overrides; unknown names raise before any compute."""
+        overrides = dict(overrides or {})
+        valid = [f.name for f in fields(self.params)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown} of method {self.name!r}; valid: {valid}"
+            )
+        return self.params(**overrides)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def _model(unit: Unit, dataset: gdata.Dataset) -> FusionNet:
+    torch.manual_seed(unit.seed)  # the same initial weights whichever way the run is trained
+    return FusionNet(dataset.specs, dataset.n_classes, unit.model)
+
+
+def _plain(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    model = _model(unit, dataset)
+    weights = get(unit.method).batch_weights(model.heads)
+    trainer = Trainer(unit.train).fit(model, dataset.x, dataset.y, dataset.splits, weights)
+    return trainer, ({} if unit.method == "naive" else {"weights": [weights]})
+
+
+def _blend_extras(run: blend.BlendRun) -> dict[str, Any]:
+    return {
+        "weights": run.weights_json(),
+        "estimation_epochs": run.estimation_epochs,
+        "estimation_seconds": run.estimation_seconds,
+    }
+
+
+def _offline(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    p: OfflineParams = unit.params
+    run = blend.train_offline(
+        _model(unit, dataset),
+        dataset.x,
+        dataset.y,
+        dataset.splits,
+        unit.train,
+        estimate_epochs=p.estimate_epochs,
+        metric=p.metric,
+        policy=blend.DegeneratePolicy(min_weight=p.min_weight),
+    )
+    return run.trainer, _blend_extras(run)
+
+
+def _online(unit: Unit, dataset: gdata.Dataset, probe: bool = False) -> Outcome:
+    p: OnlineParams = unit.params
+    run = blend.train_online(
+        _model(unit, dataset),
+        dataset.x,
+        dataset.y,
+        dataset.splits,
+        unit.train,
+        warmup=p.warmup,
+        length=p.length,
+        metric=p.metric,
+        policy=blend.DegeneratePolicy(min_weight=p.min_weight),
+        probe=probe,
+        finetune_epochs=p.finetune_epochs or None,
+    )
+    extras = _blend_extras(run)
+    if probe:
+        extras["probes"] = run.probes
+    return run.trainer, extras
+
+
+def _online_probed(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    return _online(unit, dataset, probe=True)
+
+
+register(
+    Method(
+        "naive",
+        "naive late fusion",  # a single modality is the same network with one encoder
+        _plain,
+        store="table1",
+        multi_head=False,
+        fusion_only=False,
+        batch_weights=lambda heads: {JOINT: 1.0},
+    )
+)
+register(
+    Method(
+        "uniform",
+        "equal weights (auxiliary loss)",
+        _plain,
+        batch_weights=blend.uniform_weights,
+        cost=1.5,
+    )
+)
+register(Method("offline", "offline G-Blend", _offline, OfflineParams, cost=4.0))
+register(Method("online", "online G-Blend", _online, OnlineParams, cost=4.5))
+register(
+    Method(
+        "online_probed",
+        "online G-Blend, probed per super-epoch (Fig. 5b)",
+        _online_probed,
+        OnlineParams,
+        cost=8.0,
+    )
+)

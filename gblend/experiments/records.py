@@ -1,0 +1,262 @@
+"""A result is a typed record: identity and variant columns, metrics, history, provenance.
+
+:func:`make_record` is the one place a unit's result is written; every frame function reads
+:class:`RunRecord` objects, and every frame carries the identity columns
+(:data:`IDENTITY`), so tables group by variant and never pool two settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import pandas as pd
+
+from gblend import data as gdata
+from gblend.experiments.grid import Unit
+from gblend.models import JOINT
+from gblend.results import history_to_json, provenance, unit_key
+
+# The columns that identify a run; two runs with equal identity are the same run.
+IDENTITY = ("dataset", "combo", "method", "variant", "seed")
+
+
+class DuplicateRunError(ValueError):
+    """Two records with one identity: a table would pool them or silently take the first."""
+
+
+@dataclass
+class RunRecord:
+    """One finished unit. ``variant`` is the swept settings (``[[name, value], ...]``)."""
+
+    key: str
+    experiment: str  # the store (results folder) of the unit's method
+    scale: str
+    dataset: str
+    combo: str
+    modalities: list[str]
+    method: str
+    seed: int
+    config: dict[str, Any]
+    data_fingerprint: str
+    split_sizes: dict[str, int]
+    best_epoch: int
+    epochs_run: int
+    metrics: dict[str, float]  # the fused head at the best-val epoch: <split>_acc, <split>_loss
+    history: dict[str, list]
+    wall_seconds: float
+    train_seconds: float
+    provenance: dict[str, Any]
+    variant: list[list[Any]] = field(default_factory=list)
+    head_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    weights: list[dict[str, Any]] = field(default_factory=list)
+    estimation_epochs: float = 0.0
+    estimation_seconds: float = 0.0
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    batched: int = 1
+
+    @property
+    def variant_label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.variant)
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_record(
+    unit: Unit,
+    dataset: gdata.Dataset,
+    history: pd.DataFrame,
+    best_epoch: int,
+    epochs_run: int,
+    train_seconds: float,
+    wall_seconds: float,
+    device: str,
+    extras: Mapping[str, Any],
+) -> RunRecord:
+    """A unit's result: identity, config, the fused head at the selected epoch, history."""
+    at_best = history[history.epoch == best_epoch]
+    metrics = {
+        f"{row.split}_{name}": float(getattr(row, name))
+        for row in at_best[at_best["head"] == JOINT].itertuples()
+        for name in ("acc", "loss")
+    }
+    # every head of a multi-head model at the selected epoch (the fused head is the one
+    # reported; the others show what each modality's own classifier learned)
+    heads = {
+        head: {row.split: float(row.acc) for row in rows.itertuples()}
+        for head, rows in at_best.groupby("head")
+    }
+    config = unit.config()
+    return RunRecord(
+        key=unit_key(config, dataset.fingerprint),
+        experiment=unit.store,
+        scale=unit.scale,
+        dataset=unit.dataset,
+        combo=unit.combo,
+        modalities=list(unit.modalities),
+        method=unit.method,
+        seed=unit.seed,
+        config=config,
+        data_fingerprint=dataset.fingerprint,
+        split_sizes={s: int(len(idx)) for s, idx in dataset.splits.items()},
+        best_epoch=int(best_epoch),
+        epochs_run=int(epochs_run),
+        metrics=metrics,
+        history=history_to_json(history),
+        wall_seconds=wall_seconds,
+        train_seconds=train_seconds,
+        provenance=provenance(device),
+        variant=[[k, v] for k, v in unit.variant],
+        head_metrics=heads if len(heads) > 1 else {},
+        **dict(extras),
+    )
+
+
+def check_unique(records: Iterable[RunRecord]) -> None:
+    """Raise :class:`DuplicateRunError` if two records share an identity."""
+    seen: dict[tuple, str] = {}
+    for rec in records:
+        ident = (rec.dataset, rec.combo, rec.method, rec.variant_label, rec.seed)
+        if ident in seen and seen[ident] != rec.key:
+            raise DuplicateRunError(
+                f"two results for {dict(zip(IDENTITY, ident, strict=True))}: keys "
+                f"{seen[ident]} and {rec.key}; give the settings that differ as a grid axis"
+            )
+        seen[ident] = rec.key
+
+
+def _identity(rec: RunRecord) -> dict[str, Any]:
+    return {
+        "dataset": rec.dataset,
+        "combo": rec.combo,
+        "method": rec.method,
+        "variant": rec.variant_label,
+        "seed": rec.seed,
+    }
+
+
+def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per unit: identity, metrics at the selected epoch, timing and provenance."""
+    records = list(records)
+    check_unique(records)
+    rows = []
+    for rec in records:
+        row = _identity(rec) | {
+            "best_epoch": rec.best_epoch,
+            "epochs_run": rec.epochs_run,
+            "wall_seconds": rec.wall_seconds,
+            "train_seconds": rec.train_seconds,
+            "data_fingerprint": rec.data_fingerprint,
+            "key": rec.key,
+            "n_modalities": len(rec.modalities),
+            "estimation_epochs": rec.estimation_epochs,
+            "estimation_seconds": rec.estimation_seconds,
+            **rec.metrics,
+            "device": rec.provenance["device"],
+            "device_name": rec.provenance.get("device_name", ""),
+            "cpu_model": rec.provenance.get("cpu_model", ""),
+            "threads": rec.provenance.get("threads"),
+            "git_commit": rec.provenance.get("git_commit", ""),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def history_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """Every unit's per-epoch history, with the unit's identity columns."""
+    frames = []
+    for rec in records:
+        hist = pd.DataFrame(rec.history)
+        for k, v in _identity(rec).items():
+            hist[k] = v
+        frames.append(hist)
+    columns = [*IDENTITY, "epoch", "head", "split", "loss", "acc"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def heads_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """Accuracy of every head of each multi-head run at its selected epoch."""
+    rows = [
+        _identity(rec) | {"head": head, "split": split, "acc": acc}
+        for rec in records
+        for head, accs in rec.head_metrics.items()
+        for split, acc in accs.items()
+    ]
+    return pd.DataFrame(rows, columns=[*IDENTITY, "head", "split", "acc"])
+
+
+def weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules."""
+    rows = []
+    for rec in records:
+        for i, est in enumerate(rec.weights):
+            if "weights" not in est:  # equal weights: nothing was estimated
+                continue
+            rules: dict[str, list[str]] = {}
+            for f in est["fallbacks"]:
+                rules.setdefault(f["head"], []).append(f["rule"])
+            for head, weight in est["weights"].items():
+                rows.append(
+                    _identity(rec)
+                    | {
+                        "super_epoch": i,
+                        "start_epoch": est["context"].get("start_epoch", 0),
+                        "n_epochs": est["context"].get("n_epochs"),
+                        "head": head,
+                        "weight": weight,
+                        "delta_g": est["delta_g"][head],
+                        "delta_o": est["delta_o"][head],
+                        "ogr": est["ogr"][head],
+                        "fallbacks": ",".join(rules.get(head, []) + rules.get("*", [])),
+                        "optimizer": rec.config["train"]["optimizer"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def probes_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """Figure 5b: one row per (run, super-epoch, branch) of the probed online runs."""
+    return pd.DataFrame([_identity(rec) | dict(probe) for rec in records for probe in rec.probes])
+
+
+class Results:
+    """The records of a grid and their tidy frames (computed once, when first asked for)."""
+
+    def __init__(self, records: Iterable[RunRecord]) -> None:
+        self.records = list(records)
+        check_unique(self.records)
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def _frame(self, name: str, build) -> pd.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = build(self.records)
+        return self._frames[name]
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return self._frame("runs", runs_frame)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return self._frame("history", history_frame)
+
+    @property
+    def weights(self) -> pd.DataFrame:
+        return self._frame("weights", weights_frame)
+
+    @property
+    def heads(self) -> pd.DataFrame:
+        return self._frame("heads", heads_frame)
+
+    @property
+    def probes(self) -> pd.DataFrame:
+        return self._frame("probes", probes_frame)

@@ -1,0 +1,93 @@
+"""The experiment registry: name -> grid, notebook and paper artefact.
+
+The notebooks, ``gblend compute``, ``gblend full-run`` and "is this scale complete?" all read
+:data:`EXPERIMENTS`; nothing else keeps a list of experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gblend.experiments.grid import Grid, GridError
+from gblend.experiments.runner import missing
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One paper table or figure: its grid's shape, its notebook and what it reproduces."""
+
+    name: str
+    notebook: str  # stem of notebooks/<notebook>.ipynb
+    artefact: str  # the paper's table or figure
+    methods: tuple[str, ...]
+    combos: str
+    datasets: str = "all"  # the default data sets
+
+    def grid(
+        self,
+        scale: str = "cpu",
+        datasets: str | Sequence[str] | None = None,
+        seeds: int | str | Sequence[int] = 0,
+        epochs: int = 0,
+        device: str = "auto",
+        fixed: Mapping[str, Any] | None = None,
+        axes: Mapping[str, Sequence[Any]] | None = None,
+    ) -> Grid:
+        """The experiment's grid from a notebook's parameters (``"all"``/0: the defaults)."""
+        chosen = self.datasets if datasets in (None, "", "all") else datasets
+        return Grid.resolve(
+            scale=scale,
+            datasets=chosen,
+            methods=self.methods,
+            seeds=seeds,
+            epochs=epochs,
+            combos=self.combos,
+            device=device,
+            fixed=fixed,
+            axes=axes,
+        )
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("table1", "table1_unimodal_vs_joint", "Table 1, Figure 4", ("naive",), "all"),
+        # Figure 3 is drawn from the Table 1 runs: the same grid
+        Experiment("figure3", "figure3_ogr", "Figure 3", ("naive",), "all"),
+        Experiment(
+            "table2",
+            "table2_gblend",
+            "Table 2",
+            ("naive", "offline", "online", "uniform"),
+            "unimodal+study",
+        ),
+        Experiment("table4", "table4_weights", "Table 4", ("naive", "offline"), "all"),
+        # hapt's probed runs cost ten times more than the others on a CPU
+        Experiment(
+            "figure5",
+            "figure5_online",
+            "Figure 5",
+            ("online_probed",),
+            "study",
+            datasets="synthetic,avdigits,mfeat",
+        ),
+    )
+}
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise GridError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def for_notebook(stem: str) -> Experiment | None:
+    """The experiment a notebook shows (``None`` for a notebook without a grid)."""
+    return next((e for e in EXPERIMENTS.values() if e.notebook == stem), None)
+
+
+def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
+    """Whether every unit of an experiment's default grid at a scale has its result file."""
+    return not missing(get(name).grid(scale), results_dir)

@@ -1,0 +1,137 @@
+"""What every book page needs besides its own analysis: its grid from the parameters cell,
+the one glued line saying scale, seeds, devices and commit, the verdict glue and the
+provenance table. Notebooks call :func:`open_page` right after their parameters cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gblend import experiments as ex
+
+SMOKE_WARNING = (
+    "**This page was built at `smoke` scale** (a few epochs, one seed, subsampled data) to "
+    "test the pipeline: its numbers are not evidence."
+)
+
+
+def _glue(name: str, value, display: bool = False) -> None:
+    from myst_nb import glue  # the [book] extra; only pages need it
+
+    glue(name, value, display=display)
+
+
+def _show_markdown(text: str) -> None:
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    seeds = sorted(seeds)
+    if not seeds:
+        return "no seeds"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{len(seeds)} seeds ({seeds[0]}–{seeds[-1]})"
+    return f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
+
+
+def _machines(runs: pd.DataFrame) -> str:
+    """Devices as the runs name them: a GPU's name, else the CPU model and thread count."""
+    if runs.empty:
+        return "no runs"
+    names = []
+    for (device, name, threads), _ in runs.groupby(
+        [runs.device, runs.device_name, runs.threads.fillna(0)], sort=True
+    ):
+        if device.startswith("cuda"):
+            names.append(name)
+        else:
+            names.append(
+                f"{name} ({int(threads)} thread{'s' if threads != 1 else ''})" if threads else name
+            )
+    return "; ".join(dict.fromkeys(names))
+
+
+def _commits(runs: pd.DataFrame) -> str:
+    commits = sorted({c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in runs.git_commit})
+    return ", ".join(commits) if commits else "unknown"
+
+
+@dataclass
+class Page:
+    """A page's grid and results, and the page furniture built from them."""
+
+    experiment: str
+    grid: ex.Grid
+    results: ex.Results
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        return self.results.runs
+
+    def banner(self) -> str:
+        """One line: scale, runs, seeds, the machines that produced them, commits."""
+        runs = self.runs
+        return (
+            f"{self.grid.scale.name} scale: {len(runs)} runs, "
+            f"{_seed_text(runs.seed.unique().tolist())}, on {_machines(runs)}; "
+            f"commit {_commits(runs)}"
+        )
+
+    def glue_verdicts(self, verdicts: pd.DataFrame) -> None:
+        """Glue each verdict as ``verdict_<dataset>_claim<n>`` (the scorecard reads them);
+        a verdict of a non-default setting gets the variant in its name."""
+        for row in verdicts.itertuples():
+            suffix = f"_{row.variant}" if getattr(row, "variant", "") else ""
+            _glue(f"verdict_{row.dataset}_claim{row.claim}{suffix}", row.verdict)
+
+    def provenance(self, by: Sequence[str] = ("dataset", "method")) -> pd.DataFrame:
+        """Per group: runs, seeds, data fingerprints, machines, commits and wall time."""
+        runs = self.runs
+        rows = []
+        for key, group in runs.groupby(list(by), sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            rows.append(
+                dict(zip(by, key, strict=True))
+                | {
+                    "runs": len(group),
+                    "seeds": group.seed.nunique(),
+                    "data fingerprints": ", ".join(
+                        sorted({f[:12] for f in group.data_fingerprint})
+                    ),
+                    "machines": _machines(group),
+                    "commits": _commits(group),
+                    "wall seconds": group.wall_seconds.sum(),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def open_page(
+    experiment: str,
+    scale: str = "cpu",
+    datasets: str = "all",
+    seeds: int | str = 0,
+    epochs: int = 0,
+    device: str = "auto",
+    results_dir: str = "",
+    run_missing: bool = True,
+) -> Page:
+    """The parameters cell's grid, run (or loaded); glues ``scale``, ``n_seeds``, ``n_runs``
+    and ``banner``, and warns on the page when it was built at ``smoke`` scale."""
+    grid = ex.EXPERIMENTS[experiment].grid(
+        scale=scale, datasets=datasets, seeds=seeds, epochs=epochs, device=device
+    )
+    results = ex.run(grid, results_dir or None, progress=False, run_missing=run_missing)
+    page = Page(experiment, grid, results)
+    _glue("scale", grid.scale.name)
+    _glue("n_seeds", int(page.runs.seed.nunique()) if len(page.runs) else 0)
+    _glue("n_runs", len(page.runs))
+    _glue("banner", page.banner())
+    if grid.scale.name == "smoke":
+        _show_markdown(SMOKE_WARNING)
+    return page

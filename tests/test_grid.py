@@ -1,0 +1,177 @@
+"""The engine: grids, the method and dataset registries, typed records, committed results."""
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gblend import data as gdata
+from gblend import experiments as ex
+from gblend.experiments import methods as gmethods
+from gblend.experiments.grid import Unit
+from gblend.results import canonical_json, unit_key
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def committed():
+    for path in sorted(RESULTS.glob("*/*/*/*.json")):
+        if path.parts[-4] in ("table1", "gblend"):
+            yield path, json.loads(path.read_text())
+
+
+def test_every_committed_result_is_named_by_the_key_of_its_config():
+    files = list(committed())
+    assert len(files) > 300
+    for path, record in files:
+        unit = Unit.from_config(record["config"], scale=path.parts[-3])
+        assert canonical_json(unit.config()) == canonical_json(record["config"]), path
+        assert unit_key(unit.config(), record["data_fingerprint"]) == path.stem == record["key"]
+
+
+@pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
+def test_each_committed_grid_is_found_whole_or_not_at_all(name):
+    """A grid whose result files are found only in part means the key scheme drifted."""
+    stored = {(p.parts[-3], canonical_json(r["config"])) for p, r in committed()}
+    for scale in ("cpu", "full"):
+        grid = ex.EXPERIMENTS[name].grid(scale)
+        found = [(scale, canonical_json(u.config())) in stored for u in grid]
+        assert all(found) or not any(found), (name, scale, sum(found), len(found))
+        if scale == "cpu":
+            assert all(found), f"the committed cpu-scale {name} grid is not found"
+
+
+def test_a_method_semantics_version_changes_every_key(monkeypatch):
+    unit = next(u for u in ex.EXPERIMENTS["table2"].grid("smoke", "mfeat") if u.method == "offline")
+    before = unit_key(unit.config(), "fp")
+    bumped = replace(gmethods.METHODS["offline"], version=2)
+    monkeypatch.setitem(gmethods.METHODS, "offline", bumped)
+    assert unit_key(unit.config(), "fp") != before
+
+
+def test_grid_resolves_the_notebook_conventions():
+    grid = ex.EXPERIMENTS["table2"].grid("cpu", "mfeat")
+    assert grid.seeds == (0, 1, 2) and grid.scale.epochs == 30
+    units = list(grid)
+    # singles naive; the study set with every method; G-Blend parameters resolved from N
+    assert {(u.combo, u.method) for u in units if u.seed == 0} == {
+        ("pix", "naive"), ("fou", "naive"), ("mor", "naive"),
+        *(("pix+fou+mor", m) for m in ("naive", "offline", "online", "uniform")),
+    }  # fmt: skip
+    offline = next(u for u in units if u.method == "offline")
+    assert offline.params.estimate_epochs == 30 and offline.model.modality_heads
+    online = next(u for u in units if u.method == "online")
+    assert (online.params.warmup, online.params.length) == (7, 3)
+    explicit = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat", seeds="1000-1002", epochs=3)
+    assert explicit.seeds == (1000, 1001, 1002) and explicit.scale.epochs == 3
+
+
+def test_axes_multiply_the_grid_and_name_each_variant():
+    base = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat")
+    swept = ex.EXPERIMENTS["table1"].grid(
+        "smoke", "mfeat", axes={"train.lr": [0.1, 0.01], "model.dropout": [0.0, 0.5]}
+    )
+    assert len(swept) == 4 * len(base)
+    labels = {u.variant_label for u in swept}
+    assert "train.lr=0.1, model.dropout=0.5" in labels and len(labels) == 4
+    first = next(iter(swept))
+    assert first.train.lr == 0.1 and first.model.dropout == 0.0
+    keys = {unit_key(u.config(), "fp") for u in swept}
+    assert len(keys) == len(swept)  # every variant is its own unit
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seeds": -2}, "positive count"),
+        ({"seeds": "3,3"}, "distinct"),
+        ({"seeds": "a-b"}, "look like"),
+        ({"epochs": -1}, "epochs"),
+        ({"datasets": "kinetics"}, "unknown datasets"),
+        ({"axes": {"train.lr": [0.1, -1.0]}}, "train.lr must be positive"),
+        ({"axes": {"train.optimizer": ["rmsprop"]}}, "unknown optimizer"),
+        ({"axes": {"model.widht": [1]}}, "unknown setting 'model.widht'"),
+        ({"axes": {"colour": [1]}}, "unknown setting 'colour'"),
+        ({"axes": {"offline.window": [3]}}, "unknown setting 'offline.window'"),
+        ({"fixed": {"data.noise": 1}}, "unknown setting 'data.noise'"),
+        ({"axes": {"train.lr": []}}, "no values"),
+    ],
+)
+def test_impossible_grids_raise_a_named_error_before_any_compute(changes, message):
+    with pytest.raises(ex.GridError, match=message):
+        ex.EXPERIMENTS["table2"].grid("smoke", **changes)
+
+
+def test_duplicate_identities_are_refused_not_pooled(tmp_path):
+    grid = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat", epochs=1)
+    unit = next(iter(grid))
+    other = replace(unit, train=replace(unit.train, lr=0.5))  # another setting, same identity
+    records = ex.run_grid([unit, other], str(tmp_path), progress=False, jobs=1)
+    with pytest.raises(ValueError, match="two results for"):
+        ex.Results(records)
+
+
+@pytest.fixture
+def toy_dataset():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    left = rng.normal(size=(180, 5)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 5))
+    right = rng.normal(size=(180, 12, 2))
+    gdata.register_arrays("toy", {"left": left, "right": right}, y, classes=["a", "b", "c"])
+    yield "toy"
+    gdata.unregister("toy")
+
+
+def test_a_users_dataset_runs_table1_and_gblend(toy_dataset, tmp_path):
+    ds = gdata.load(toy_dataset, seed=1)
+    assert ds.specs["right"].kind == "sequence" and set(ds.splits) == {
+        "train", "heldout", "val", "test"
+    }  # fmt: skip
+    assert ds.fingerprint != gdata.load(toy_dataset, seed=2).fingerprint
+    # two worker processes: the data set registered here must reach them
+    table4 = ex.run(ex.EXPERIMENTS["table4"].grid("smoke", toy_dataset), str(tmp_path), jobs=2)
+    offline = table4.weights[table4.weights.method == "offline"]
+    assert set(offline["head"]) == {"left", "right", "joint"}
+    assert offline.weight.sum() == pytest.approx(1.0)
+    assert {r.provenance["threads"] for r in table4.records} == {1}  # trained in the workers
+    table1 = ex.run(ex.EXPERIMENTS["table1"].grid("smoke", toy_dataset), str(tmp_path), jobs=1)
+    assert set(table1.runs.combo) == {"left", "right", "left+right"}
+    # Table 1's runs are Table 4's naive runs: found, not trained again
+    assert len(list(tmp_path.rglob("*.json"))) == 3 + 1
+
+
+def test_registering_checks_the_arrays():
+    y = np.repeat(np.arange(2), 10)
+    with pytest.raises(ValueError, match="samples"):
+        gdata.register_arrays("bad", {"a": np.zeros((19, 3))}, y)
+    with pytest.raises(ValueError, match="already registered"):
+        gdata.register_arrays("mfeat", {"a": np.zeros((20, 3))}, y)
+    with pytest.raises(ValueError, match="fused head"):
+        gdata.register_arrays("bad", {"joint": np.zeros((20, 3))}, y)
+    assert "bad" not in gdata.names()
+
+
+class _FailsInAnotherProcess:
+    """A data set build that cannot be rebuilt in a worker process."""
+
+    def __init__(self, build):
+        self.build, self.pid = build, os.getpid()
+
+    def __call__(self, *args):
+        return self.build(*args)
+
+    def __setstate__(self, state):
+        if os.getpid() != state["pid"]:
+            raise RuntimeError("this data set cannot be rebuilt here")
+        self.__dict__.update(state)
+
+
+def test_a_worker_that_cannot_start_fails_the_grid_instead_of_hanging(toy_dataset, tmp_path):
+    entry = gdata.get(toy_dataset)
+    gdata.register(replace(entry, build=_FailsInAnotherProcess(entry.build)), replace=True)
+    grid = ex.EXPERIMENTS["table1"].grid("smoke", toy_dataset)
+    with pytest.raises(RuntimeError, match="worker process failed to start.*rebuilt here"):
+        ex.run(grid, str(tmp_path), jobs=2)
