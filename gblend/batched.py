@@ -1,5 +1,11 @@
 """Train several independent runs of one architecture together, as one stacked model.
 
+This is an execution strategy, not a second definition of training: each run is the run that
+:class:`gblend.train.Trainer` (the reference) trains with ``replace(config, seed=seeds[r],
+lr=lrs[r])``, and everything but the arithmetic of the mini-batches (checks, T', mini-batch
+order, loss weights and their default, learning-rate schedule, history, best epoch, patience,
+the non-finite loss check, the epoch loop) is :mod:`gblend.loop`, shared with the reference.
+
 The study is a grid of many small runs; one at a time they leave a GPU idle and a CPU core
 busy with Python. Here R runs that share an architecture and a :class:`TrainConfig` but differ
 in seed (initial weights, shuffling, and their own data split), loss weights and learning rate
@@ -21,16 +27,17 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
-from torch.func import functional_call, grad, stack_module_state, vmap
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
-from gblend.train import OPTIMIZERS, REQUIRED_SPLITS, TRAIN_SUBSET, TrainConfig, resolve_device
+from gblend import loop
+from gblend.loop import EVAL_SPLITS
+from gblend.train import TrainConfig, resolve_device
 
 
 @dataclass
@@ -122,13 +129,12 @@ class _Optimizer:
     CPU_BLOCK_BYTES = 1 << 19
 
     def __init__(self, flat: torch.Tensor, config: TrainConfig, used: torch.Tensor) -> None:
-        if config.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {OPTIMIZERS}")
         self.config = config
+        self.name = loop.optimizer_name(config)
         runs, size = flat.shape
         self.used = None if bool(used.all()) else used.bool()  # None: every parameter is used
         names = {"sgd": ("buf",) if config.momentum else (), "adam": ("m", "v")}
-        self.state = {k: torch.zeros_like(flat) for k in names.get(config.optimizer, ("sum",))}
+        self.state = {k: torch.zeros_like(flat) for k in names.get(self.name, ("sum",))}
         self.steps = torch.zeros(runs, 1, device=flat.device)
         width = size if flat.device.type != "cpu" else max(1, self.CPU_BLOCK_BYTES // (4 * runs))
         self.blocks = [slice(a, min(a + width, size)) for a in range(0, size, width)]
@@ -148,13 +154,13 @@ class _Optimizer:
         cfg = self.config
         if cfg.weight_decay:
             g = g + cfg.weight_decay * p
-        if cfg.optimizer == "sgd":
+        if self.name == "sgd":
             if cfg.momentum:
                 buf = state["buf"]
                 buf.copy_(torch.where(on, torch.where(first, g, cfg.momentum * buf + g), buf))
                 g = buf
             p.copy_(torch.where(on, p - lr * g, p))
-        elif cfg.optimizer == "adam":
+        elif self.name == "adam":
             beta1, beta2, eps = 0.9, 0.999, 1e-8
             m, v = state["m"], state["v"]
             m.copy_(torch.where(on, beta1 * m + (1 - beta1) * g, m))
@@ -168,16 +174,139 @@ class _Optimizer:
             p.copy_(torch.where(on, p - lr * g / (total.sqrt() + 1e-10), p))
 
 
+class _Stacked:
+    """R runs as one stacked model: the :class:`gblend.loop.Execution` of :class:`BatchedTrainer`.
+
+    Each run's data is padded to a common number of samples and stacked, (R, N, ...); its
+    evaluation sets are padded index vectors with masks; the parameters live in one (R, P)
+    buffer and one step evaluates all R models with ``vmap``."""
+
+    def __init__(self, models, data, runs: Sequence[loop.Run], config, device) -> None:
+        self.config, self.device = config, device
+        self.runs = len(models)
+        size = max(len(d.y) for d in data)
+        self.xs = {
+            m: torch.stack(
+                [F.pad(d.x[m], (*[0, 0] * (d.x[m].dim() - 1), 0, size - len(d.y))) for d in data]
+            ).to(device)
+            for m in data[0].x
+        }
+        self.ys = torch.stack([F.pad(d.y, (0, size - len(d.y))) for d in data]).to(device)
+        self.eval_index = {
+            s: tuple(t.to(device) for t in _pad_indices([r.eval_index[s] for r in runs]))
+            for s in EVAL_SPLITS
+        }
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, self.buffers = stack_module_state([m.to(device) for m in models])
+        self.stacked = _FlatParameters({k: v.detach() for k, v in params.items()})
+        self.params = self.stacked.views  # every step updates stacked.flat; these views follow
+        self.best = self.stacked.flat.clone()
+        self.run_index = torch.arange(self.runs, device=device)
+        self.batched_logits = vmap(self._logits, randomness="different")
+        self.sample = {m: t[:2].to(device) for m, t in data[0].x.items()}
+
+    def _logits(self, p, b, x):
+        return functional_call(self.base, (p, b), (x,))
+
+    def set_loss_weights(self, models: Sequence[nn.Module], runs: Sequence[loop.Run]) -> None:
+        """The stacked loss (heads with a positive weight in some run; a run's other heads
+        get weight 0) and the optimizer, which steps only the parameters a run's loss reaches."""
+        heads = sorted({h for r in runs for h, w in r.loss_weights.items() if w > 0})
+        self.weights = torch.tensor(
+            [[r.loss_weights.get(h, 0.0) for h in heads] for r in runs], device=self.device
+        )
+
+        def run_loss(p, b, w, x, y, mask):
+            weights = {head: w[i] for i, head in enumerate(heads)}
+            return loop.weighted_loss(self._logits(p, b, x), y, weights, mask)
+
+        self.gradients = vmap(grad_and_value(run_loss), randomness="different")
+        used_by_run = [
+            _used_parameters(model, [h for h, w in r.loss_weights.items() if w > 0], self.sample)
+            for model, r in zip(models, runs, strict=True)
+        ]
+        used = self.stacked.per_name(
+            {
+                name: torch.tensor([float(name in u) for u in used_by_run], device=self.device)
+                for name in self.params
+            }
+        )
+        self.optimizer = _Optimizer(self.stacked.flat, self.config, used)
+
+    def train_epoch(self, orders: Sequence[torch.Tensor | None], lrs: Sequence[float]):
+        empty = torch.zeros(0, dtype=torch.long)
+        orders = [empty if o is None else o for o in orders]  # a stopped run: no batches
+        # Indices live on the device for the whole epoch: no host work inside the step loop.
+        epoch_idx, epoch_mask, has_batch = _epoch_batches(
+            orders, self.config.batch_size, self.device
+        )
+        run_lrs = torch.tensor(lrs, device=self.device)
+        last_loss = torch.zeros(self.runs, device=self.device)
+        rows = self.run_index[:, None]
+        for idx, mask, present in zip(epoch_idx, epoch_mask, has_batch, strict=True):
+            x = {m: t[rows, idx] for m, t in self.xs.items()}
+            grads, loss = self.gradients(
+                self.params, self.buffers, self.weights, x, self.ys[rows, idx], mask
+            )
+            self.optimizer.step(self.stacked.flat, self.stacked.flatten(grads), run_lrs, present)
+            last_loss = torch.where(present.bool(), loss.detach(), last_loss)
+        return last_loss.tolist()  # one transfer, which also waits for the device
+
+    @torch.no_grad()
+    def measure_runs(self, active: Sequence[bool]):
+        self.base.eval()
+        eval_batch = self.config.eval_batch_size
+        measured = [{} if a else None for a in active]
+        for split, (idx, mask) in self.eval_index.items():
+            sums: dict[str, torch.Tensor] = {}
+            hits: dict[str, torch.Tensor] = {}
+            for start in range(0, idx.shape[1], eval_batch):
+                b_idx = idx[:, start : start + eval_batch]
+                b_mask = mask[:, start : start + eval_batch]
+                x = {m: t[self.run_index[:, None], b_idx] for m, t in self.xs.items()}
+                target = self.ys[self.run_index[:, None], b_idx]
+                for head, logit in self.batched_logits(self.params, self.buffers, x).items():
+                    loss = F.cross_entropy(
+                        logit.flatten(0, 1), target.flatten(), reduction="none"
+                    ).view_as(b_mask)
+                    sums[head] = sums.get(head, 0) + (loss * b_mask).sum(1)
+                    right = (logit.argmax(-1) == target).float() * b_mask
+                    hits[head] = hits.get(head, 0) + right.sum(1)
+            # One transfer per split, not one per number.
+            counts = mask.sum(1).tolist()
+            losses = {h: v.tolist() for h, v in sums.items()}
+            rights = {h: v.tolist() for h, v in hits.items()}
+            for r, out in enumerate(measured):
+                if out is not None:
+                    out[split] = {
+                        h: (losses[h][r] / counts[r], rights[h][r] / counts[r]) for h in sums
+                    }
+        self.base.train()
+        return measured
+
+    def keep_best(self, run: int) -> None:
+        self.best[run] = self.stacked.flat[run]
+
+    def final_state(self, run: int, best: bool) -> dict[str, torch.Tensor]:
+        params = self.stacked.unflatten(self.best, self.params) if best else self.params
+        return {
+            **{k: v[run] for k, v in params.items()},
+            **{k: v[run] for k, v in self.buffers.items()},
+        }
+
+
 class BatchedTrainer:
     """Train R runs of one architecture at once; the batched twin of :class:`Trainer`.
 
-    ``fit(models, data, seeds, loss_weights, lrs=None)``: ``models[r]`` is run r's freshly
-    initialised model (same architecture for all), ``data[r]`` its data and ``seeds[r]`` its
-    seed (the config's own ``seed`` is not used); ``loss_weights`` is one mapping head ->
-    weight for all runs or one per run, ``lrs`` one base learning rate per run (default: the
-    config's ``lr`` for all; the schedule applies to each). After ``fit``: ``models_``,
-    ``histories_``, ``best_epochs_``, ``epochs_run_`` (lists, one entry per run),
-    ``train_seconds_``, ``seconds_`` and ``device_``.
+    ``fit(models, data, seeds, loss_weights=None, lrs=None)``: ``models[r]`` is run r's
+    freshly initialised model (same architecture for all), ``data[r]`` its data and
+    ``seeds[r]`` its seed; ``loss_weights`` is one mapping head -> weight for all runs or one
+    per run (``None``: every head with weight 1, as in :class:`Trainer`), ``lrs`` one base
+    learning rate per run (default: the config's ``lr`` for all; the schedule applies to
+    each). Run r is the run of ``Trainer(replace(config, seed=seeds[r], lr=lrs[r]))``
+    (``run_configs_``). After ``fit``: ``models_``, ``histories_``, ``best_epochs_``,
+    ``epochs_run_``, ``loss_weights_`` (lists, one entry per run), ``train_seconds_``,
+    ``seconds_`` and ``device_``.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -188,172 +317,41 @@ class BatchedTrainer:
         models: Sequence[nn.Module],
         data: Sequence[RunData],
         seeds: Sequence[int],
-        loss_weights: Mapping[str, float] | Sequence[Mapping[str, float]],
+        loss_weights: Mapping[str, float] | Sequence[Mapping[str, float] | None] | None = None,
         lrs: Sequence[float] | None = None,
     ) -> BatchedTrainer:
         cfg = self.config
-        runs = len(models)
-        if not runs or len(data) != runs or len(seeds) != runs:
+        n_runs = len(models)
+        if not n_runs or len(data) != n_runs or len(seeds) != n_runs:
             raise ValueError("models, data and seeds must be equally long and not empty")
-        for d in data:
-            missing = [s for s in REQUIRED_SPLITS if s not in d.splits]
-            if missing:
-                raise ValueError(f"splits lack {missing}; need {', '.join(REQUIRED_SPLITS)}")
+        one = loss_weights is None or isinstance(loss_weights, Mapping)
+        per_run = [loss_weights] * n_runs if one else list(loss_weights)
+        base_lrs = [cfg.lr] * n_runs if lrs is None else list(lrs)
+        if len(per_run) != n_runs or len(base_lrs) != n_runs:
+            raise ValueError("give one loss-weight mapping and one learning rate per run")
         started = time.perf_counter()
+        self.run_configs_ = [
+            replace(cfg, seed=seed, lr=lr) for seed, lr in zip(seeds, base_lrs, strict=True)
+        ]
+        runs = [
+            loop.Run(c, d.splits, name=f"run {r}")
+            for r, (c, d) in enumerate(zip(self.run_configs_, data, strict=True))
+        ]
         device = resolve_device(cfg.device)
         self.device_ = str(device)
-        per_run = [loss_weights] * runs if isinstance(loss_weights, Mapping) else loss_weights
-        base_lrs = [cfg.lr] * runs if lrs is None else list(lrs)
-        if len(per_run) != runs or len(base_lrs) != runs:
-            raise ValueError("give one loss-weight mapping and one learning rate per run")
-        # heads with a positive weight in some run; a run's other heads get weight 0
-        heads = sorted({h for w in per_run for h, v in w.items() if v > 0})
-        weights = torch.tensor([[w.get(h, 0.0) for h in heads] for w in per_run], device=device)
-        run_lrs = torch.tensor(base_lrs, device=device)
-
-        # Each run's data, padded to a common number of samples and stacked: (R, N, ...).
-        modalities = list(data[0].x)
-        size = max(len(d.y) for d in data)
-        xs = {
-            m: torch.stack(
-                [F.pad(d.x[m], (*[0, 0] * (d.x[m].dim() - 1), 0, size - len(d.y))) for d in data]
-            ).to(device)
-            for m in modalities
-        }
-        ys = torch.stack([F.pad(d.y, (0, size - len(d.y))) for d in data]).to(device)
-        train = [torch.as_tensor(np.asarray(d.splits["train"]), dtype=torch.long) for d in data]
-        eval_sets = {}
-        for r, (d, seed) in enumerate(zip(data, seeds, strict=True)):
-            rng = np.random.default_rng(seed)
-            n = min(cfg.train_subset_size, len(train[r]))
-            subset = np.sort(rng.choice(len(train[r]), size=n, replace=False))
-            eval_sets.setdefault(TRAIN_SUBSET, []).append(train[r][torch.as_tensor(subset)])
-            for split in ("heldout", "val", "test"):
-                idx = torch.as_tensor(np.asarray(d.splits[split]), dtype=torch.long)
-                eval_sets.setdefault(split, []).append(idx)
-        eval_index = {s: tuple(t.to(device) for t in _pad_indices(v)) for s, v in eval_sets.items()}
-
-        base = copy.deepcopy(models[0]).to("meta")
-        params, buffers = stack_module_state([m.to(device) for m in models])
-        stacked = _FlatParameters({k: v.detach() for k, v in params.items()})
-        params = stacked.views  # every step updates stacked.flat, so these views follow
-        run_index = torch.arange(runs, device=device)
-
-        def run_logits(p, b, x):
-            return functional_call(base, (p, b), (x,))
-
-        def run_loss(p, b, w, x, y, mask):
-            logits = run_logits(p, b, x)
-            total = 0.0
-            for i, head in enumerate(heads):
-                per_sample = F.cross_entropy(logits[head], y, reduction="none")
-                total = total + w[i] * (per_sample * mask).sum() / mask.sum().clamp(min=1)
-            return total
-
-        gradients = vmap(grad(run_loss), randomness="different")
-        batched_logits = vmap(run_logits, randomness="different")
-        sample = {m: t[:2].to(device) for m, t in data[0].x.items()}
-        used_by_run = [
-            _used_parameters(model, [h for h, v in w.items() if v > 0], sample)
-            for model, w in zip(models, per_run, strict=True)
-        ]
-        used = stacked.per_name(
-            {
-                name: torch.tensor([float(name in u) for u in used_by_run], device=device)
-                for name in params
-            }
-        )
-        optimizer = _Optimizer(stacked.flat, cfg, used)
-        shuffles = [torch.Generator().manual_seed(s) for s in seeds]
-        rows: list[list[dict]] = [[] for _ in range(runs)]
-        best_acc = [-1.0] * runs
-        self.best_epochs_ = [0] * runs
-        self.epochs_run_ = [0] * runs
-        best_flat = stacked.flat.clone()
-        active = [True] * runs  # on the host, so that checking it never waits for the device
-        active_runs = torch.ones(runs, device=device)
-
-        @torch.no_grad()
-        def record(epoch: int) -> list[float | None]:
-            base.eval()
-            val_acc: list[float | None] = [None] * runs
-            for split, (idx, mask) in eval_index.items():
-                sums: dict[str, torch.Tensor] = {}
-                hits: dict[str, torch.Tensor] = {}
-                for start in range(0, idx.shape[1], cfg.eval_batch_size):
-                    b_idx = idx[:, start : start + cfg.eval_batch_size]
-                    b_mask = mask[:, start : start + cfg.eval_batch_size]
-                    x = {m: t[run_index[:, None], b_idx] for m, t in xs.items()}
-                    target = ys[run_index[:, None], b_idx]
-                    for head, logit in batched_logits(params, buffers, x).items():
-                        loss = F.cross_entropy(
-                            logit.flatten(0, 1), target.flatten(), reduction="none"
-                        ).view_as(b_mask)
-                        sums[head] = sums.get(head, 0) + (loss * b_mask).sum(1)
-                        right = (logit.argmax(-1) == target).float() * b_mask
-                        hits[head] = hits.get(head, 0) + right.sum(1)
-                # One transfer per split, not one per number.
-                counts = mask.sum(1).tolist()
-                losses = {h: v.tolist() for h, v in sums.items()}
-                rights = {h: v.tolist() for h, v in hits.items()}
-                for r in range(runs):
-                    if not active[r]:
-                        continue
-                    for head in sums:
-                        acc = rights[head][r] / counts[r]
-                        rows[r].append(
-                            {
-                                "epoch": epoch,
-                                "head": head,
-                                "split": split,
-                                "loss": losses[head][r] / counts[r],
-                                "acc": acc,
-                            }
-                        )
-                        if split == "val" and head == cfg.select_head:
-                            val_acc[r] = acc
-            base.train()
-            return val_acc
-
-        record(0)
-        train_seconds = 0.0
-        for epoch in range(1, cfg.epochs + 1):
-            if not any(active):
-                break
-            tick = time.perf_counter()
-            decay = cfg.lr_gamma ** sum(epoch > m for m in cfg.lr_milestones)
-            orders = [
-                train[r][torch.randperm(len(train[r]), generator=shuffles[r])] for r in range(runs)
-            ]
-            # Indices live on the device for the whole epoch: no host work inside the step loop.
-            epoch_idx, epoch_mask, has_batch = _epoch_batches(orders, cfg.batch_size, device)
-            for idx, mask, present in zip(epoch_idx, epoch_mask, has_batch, strict=True):
-                x = {m: t[run_index[:, None], idx] for m, t in xs.items()}
-                target = ys[run_index[:, None], idx]
-                grads = stacked.flatten(gradients(params, buffers, weights, x, target, mask))
-                optimizer.step(stacked.flat, grads, run_lrs * decay, active_runs * present)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - tick
-            val_acc = record(epoch)
-            for r in range(runs):
-                if not active[r]:
-                    continue
-                self.epochs_run_[r] = epoch
-                if val_acc[r] > best_acc[r]:
-                    best_acc[r], self.best_epochs_[r] = val_acc[r], epoch
-                    best_flat[r] = stacked.flat[r]
-                if cfg.patience is not None and epoch - self.best_epochs_[r] >= cfg.patience:
-                    active[r] = False
-                    active_runs[r] = 0.0
-        final = stacked.unflatten(best_flat, params) if cfg.restore_best else params
+        execution = _Stacked(models, data, runs, cfg, device)
+        loop.record(runs, execution, 0)
+        for run, weights in zip(runs, per_run, strict=True):
+            run.set_loss_weights(weights)
+        execution.set_loss_weights(models, runs)
+        self.train_seconds_ = loop.train(runs, execution, cfg.epochs, progress=cfg.progress)
         self.models_ = []
         for r, model in enumerate(models):
-            model.load_state_dict(
-                {**{k: v[r] for k, v in final.items()}, **{k: v[r] for k, v in buffers.items()}}
-            )
+            model.load_state_dict(execution.final_state(r, cfg.restore_best))
             self.models_.append(model)
-        self.histories_ = [pd.DataFrame(r) for r in rows]
-        self.train_seconds_ = train_seconds
+        self.histories_ = [r.history for r in runs]
+        self.best_epochs_ = [r.best_epoch for r in runs]
+        self.epochs_run_ = [r.epochs_run for r in runs]
+        self.loss_weights_ = [r.loss_weights for r in runs]
         self.seconds_ = time.perf_counter() - started
         return self

@@ -1,5 +1,11 @@
 """A trainer that knows nothing about the model, the data set or G-Blend.
 
+:class:`Trainer` is the reference definition of a training run; what a run is (checks,
+T', mini-batch order, objective, learning-rate schedule, history, best epoch, patience, the
+non-finite loss check and the epoch loop) lives in :mod:`gblend.loop` and is shared with
+:class:`gblend.batched.BatchedTrainer`, which gives the same runs up to floating-point
+rounding. Here only the execution is defined: one model, one PyTorch optimizer.
+
 The model maps a dict of modality tensors to a dict of per-head logits; the trainer minimises
 a weighted sum of the heads' cross-entropy losses (naive training is the fused head alone with
 weight 1; G-Blend passes its weights) and records, every epoch, the loss and accuracy of every
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +27,21 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-OPTIMIZERS = ("sgd", "adam", "adagrad")
-TRAIN_SUBSET = "train_subset"  # T' in the paper: a fixed subset of train, for L^T
-EVAL_SPLITS = (TRAIN_SUBSET, "heldout", "val", "test")
-REQUIRED_SPLITS = ("train", "heldout", "val", "test")
+from gblend import loop
+from gblend.loop import EVAL_SPLITS, OPTIMIZERS, REQUIRED_SPLITS, TRAIN_SUBSET
+
+__all__ = [
+    "EVAL_SPLITS",
+    "OPTIMIZERS",
+    "REQUIRED_SPLITS",
+    "TRAIN_SUBSET",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "make_optimizer",
+    "resolve_device",
+]
 
 
 @dataclass
@@ -60,16 +75,14 @@ def resolve_device(device: str) -> torch.device:
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum, Adam or AdaGrad, as compared in the paper's Table 3."""
-    name = config.optimizer.lower()
+    name = loop.optimizer_name(config)
     if name == "sgd":
         return torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     if name == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    return torch.optim.Adagrad(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -134,81 +147,51 @@ class Trainer:
     ) -> Trainer:
         """Move model and data to the device, build the optimizer, record epoch 0."""
         cfg = self.config
-        missing = [s for s in REQUIRED_SPLITS if s not in splits]
-        if missing:
-            raise ValueError(f"splits lack {missing}; need {', '.join(REQUIRED_SPLITS)}")
-        if cfg.epochs < 1 or cfg.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+        self._run = run = loop.Run(cfg, splits)
         self._started = time.perf_counter()
         self.device_ = str(device := resolve_device(cfg.device))
         torch.manual_seed(cfg.seed)  # dropout draws from the global generator
-        self._shuffle = torch.Generator().manual_seed(cfg.seed)
         self.model_ = model.to(device)
         self._x = {m: t.to(device) for m, t in x.items()}
         self._y = y.to(device)
-        index = {s: torch.as_tensor(np.asarray(splits[s]), dtype=torch.long) for s in splits}
-        self._train_index = index["train"].to(device)
-        rng = np.random.default_rng(cfg.seed)
-        subset_size = min(cfg.train_subset_size, len(self._train_index))
-        subset = np.sort(rng.choice(len(self._train_index), size=subset_size, replace=False))
-        self._eval_index = {
-            TRAIN_SUBSET: self._train_index[torch.as_tensor(subset)],
-            **{s: index[s].to(device) for s in ("heldout", "val", "test")},
-        }
+        self._eval_index = {s: t.to(device) for s, t in run.eval_index.items()}
         self.optimizer_ = make_optimizer(self.model_.parameters(), cfg)
-        self._schedule = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer_, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma
-        )
-        self._rows: list[dict] = []
-        self.epochs_run_ = 0
         self.train_seconds_ = 0.0
-        self.best_epoch_, self._best_acc, self._best_state = 0, -1.0, None
-        self.stopped_ = False
-        self._record(0)
-        self.heads_ = tuple(dict.fromkeys(r["head"] for r in self._rows))
+        self._best_state = None
+        loop.record([run], self, 0)
+        self.heads_ = run.heads
         return self
 
     @property
     def history_(self) -> pd.DataFrame:
-        return pd.DataFrame(self._rows)
+        return self._run.history
+
+    @property
+    def best_epoch_(self) -> int:
+        return self._run.best_epoch
+
+    @property
+    def epochs_run_(self) -> int:
+        return self._run.epochs_run
+
+    @property
+    def stopped_(self) -> bool:
+        return self._run.stopped
+
+    @property
+    def loss_weights_(self) -> dict[str, float]:
+        return self._run.loss_weights
 
     @property
     def lr_(self) -> float:
         """The learning rate the next epoch will use."""
-        return float(self.optimizer_.param_groups[0]["lr"])
+        return self._run.lr(self._run.epochs_run + 1)
 
     def measure(self, split: str) -> dict[str, tuple[float, float]]:
         """Per-head (loss, acc) of the current weights on one of ``EVAL_SPLITS``."""
         return evaluate(
             self.model_, self._x, self._y, self._eval_index[split], self.config.eval_batch_size
         )
-
-    def _record(self, epoch: int) -> float:
-        cfg = self.config
-        val_acc = None
-        for split in self._eval_index:
-            for head, (loss, acc) in self.measure(split).items():
-                self._rows.append(
-                    {"epoch": epoch, "head": head, "split": split, "loss": loss, "acc": acc}
-                )
-                if split == "val" and head == cfg.select_head:
-                    val_acc = acc
-        if val_acc is None:
-            raise ValueError(f"select_head {cfg.select_head!r} is not a head of the model")
-        return val_acc
-
-    def _check_weights(self, loss_weights: Mapping[str, float] | None) -> dict[str, float]:
-        weights = (
-            dict(loss_weights) if loss_weights is not None else dict.fromkeys(self.heads_, 1.0)
-        )
-        unknown = sorted(set(weights) - set(self.heads_))
-        if unknown:
-            raise ValueError(f"loss weights for unknown heads {unknown}")
-        if any(not np.isfinite(w) or w < 0 for w in weights.values()):
-            raise ValueError(f"loss weights must be finite and >= 0, got {weights}")
-        if not any(w > 0 for w in weights.values()):
-            raise ValueError("at least one loss weight must be positive")
-        return weights
 
     def train_epochs(
         self,
@@ -221,46 +204,10 @@ class Trainer:
         With ``record_every_epoch=False`` only the last of the ``n`` epochs is measured (the
         G-Blend estimation copies need the losses before and after, nothing in between).
         """
-        cfg = self.config
-        weights = self._check_weights(loss_weights)
-        self.loss_weights_ = weights
-        model, x, y = self.model_, self._x, self._y
-        last = self.epochs_run_ + n
-        bar = tqdm(range(self.epochs_run_ + 1, last + 1), disable=not cfg.progress, desc="epochs")
-        for epoch in bar:
-            if self.stopped_:
-                break
-            tick = time.perf_counter()
-            model.train()
-            order = torch.randperm(len(self._train_index), generator=self._shuffle)
-            order = order.to(self._train_index.device)
-            for start in range(0, len(order), cfg.batch_size):
-                batch = self._train_index[order[start : start + cfg.batch_size]]
-                logits = model({m: t[batch] for m, t in x.items()})
-                target = y[batch]
-                loss = sum(
-                    w * F.cross_entropy(logits[h], target) for h, w in weights.items() if w > 0
-                )
-                self.optimizer_.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer_.step()
-            self._schedule.step()
-            if self._train_index.device.type == "cuda":
-                torch.cuda.synchronize(self._train_index.device)
-            self.train_seconds_ += time.perf_counter() - tick
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {float(loss)} at epoch {epoch}")
-            self.epochs_run_ = epoch
-            if not (record_every_epoch or epoch == last):
-                continue
-            val_acc = self._record(epoch)
-            if val_acc > self._best_acc:
-                self._best_acc, self.best_epoch_ = val_acc, epoch
-                if cfg.restore_best:
-                    self._best_state = copy.deepcopy(model.state_dict())
-            bar.set_postfix(val_acc=f"{val_acc:.3f}", best=self.best_epoch_)
-            if cfg.patience is not None and epoch - self.best_epoch_ >= cfg.patience:
-                self.stopped_ = True
+        self._run.set_loss_weights(loss_weights)
+        self.train_seconds_ += loop.train(
+            [self._run], self, n, record_every_epoch, progress=self.config.progress
+        )
         return self
 
     def finish(self) -> Trainer:
@@ -269,3 +216,27 @@ class Trainer:
             self.model_.load_state_dict(self._best_state)
         self.seconds_ = time.perf_counter() - self._started
         return self
+
+    # --- the execution of one run, for gblend.loop.train -----------------------------------
+
+    def train_epoch(self, orders: Sequence[torch.Tensor | None], lrs: Sequence[float]):
+        (order,) = orders
+        weights = {h: w for h, w in self._run.loss_weights.items() if w > 0}
+        model, x, y, optimizer = self.model_, self._x, self._y, self.optimizer_
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[0]
+        model.train()
+        order = order.to(self._y.device)
+        for start in range(0, len(order), self.config.batch_size):
+            batch = order[start : start + self.config.batch_size]
+            loss = loop.weighted_loss(model({m: t[batch] for m, t in x.items()}), y[batch], weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return [float(loss.detach())]
+
+    def measure_runs(self, active: Sequence[bool]):
+        return [{split: self.measure(split) for split in self._eval_index}]
+
+    def keep_best(self, run: int) -> None:
+        self._best_state = copy.deepcopy(self.model_.state_dict())
