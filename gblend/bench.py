@@ -12,7 +12,10 @@ counted (our trainers' per-epoch evaluation is excluded). The result is written 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -149,6 +152,40 @@ def throughput(
     return frame
 
 
+def grid_strategies(
+    dataset_name: str = "synthetic", units: int = 4, epochs: int = 10, device: str = "auto"
+) -> pd.DataFrame:
+    """Wall time of a small grid (``units`` naive runs of the study modalities at cpu scale,
+    differing in seed) trained each way the grid runner can spend the machine: one process
+    with every thread, one single-thread process per core, and (one process) as one batch.
+    Whole runs, evaluation included, in fresh result folders: what a grid costs."""
+    from gblend import experiments as ex  # the bench of the trainers alone needs no grids
+
+    grid = ex.EXPERIMENTS["table2"].grid(
+        "cpu", dataset_name, seeds=units, epochs=epochs, device=device
+    )
+    study = max(len(u.modalities) for u in grid)
+    todo = [u for u in grid if u.method == "naive" and len(u.modalities) == study]
+    cores = os.cpu_count() or 1
+    ways = [
+        ("one process, every thread", 1, 1),
+        (f"{cores} single-thread processes", cores, 1),
+        (f"one process, batches of {units}", 1, units),
+    ]
+    rows = []
+    for label, jobs, batch_runs in ways:
+        with tempfile.TemporaryDirectory() as fresh:
+            started = time.perf_counter()
+            ex.run_grid(todo, fresh, progress=False, jobs=jobs, batch_runs=batch_runs)
+            seconds = time.perf_counter() - started
+        rows.append({"dataset": dataset_name, "way": label, "jobs": jobs,
+                     "batch_runs": batch_runs, "units": len(todo), "epochs": epochs,
+                     "seconds": seconds})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["speed_vs_one_process"] = frame.seconds.iloc[0] / frame.seconds
+    return frame
+
+
 def run_bench(
     datasets: Sequence[str] = ("synthetic", "avdigits"),
     runs: Sequence[int] = (1, 8, 32),
@@ -156,15 +193,21 @@ def run_bench(
     device: str = "auto",
     results_dir: str | None = None,
     notebooks: Sequence[Mapping[str, Any]] = (),
+    strategies: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
     """Measure every data set and write ``results/bench/<device>-<time>.json``.
 
     ``notebooks``: wall times of notebooks executed from scratch (``gblend bench
-    --notebooks``), stored alongside.
+    --notebooks``), stored alongside; ``strategies``: also time :func:`grid_strategies`.
     """
     started = time.perf_counter()
     frame = pd.concat(
         [throughput(d, runs, epochs, device=device) for d in datasets], ignore_index=True
+    )
+    ways = (
+        pd.concat([grid_strategies(d, device=device) for d in datasets], ignore_index=True)
+        if strategies
+        else pd.DataFrame()
     )
     resolved = str(resolve_device(device))
     info: dict[str, Any] = provenance(resolved)
@@ -175,16 +218,23 @@ def run_bench(
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - started,
     }
-    tag = info["device_name"].replace(" ", "_").replace("/", "_") or "cpu"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = resolve_results_dir(results_dir) / "bench" / f"{tag}-{stamp}.json"
+    path = bench_path(results_dir, info["device_name"])
     payload = {
         "provenance": info,
         "throughput": frame.to_dict("records"),
         "notebooks": [dict(n) for n in notebooks],
+        "strategies": ways.to_dict("records"),
     }
     write_json_atomic(path, payload)
     return frame, path
+
+
+def bench_path(results_dir: str | None, device_name: str, kind: str = "") -> Path:
+    """``results/bench/<device>[-<kind>]-<UTC time>.json``, the device name made file-safe."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_name).strip("_") or "cpu"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    name = "-".join(part for part in (tag, kind, stamp) if part)
+    return resolve_results_dir(results_dir) / "bench" / f"{name}.json"
 
 
 def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.DataFrame:
@@ -210,11 +260,14 @@ def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.D
 
 
 BATCHED = "gblend BatchedTrainer"
-# The project's targets (issue 4): batched training at 32 or more runs per batch against the
-# reference loop, on 2 CPU cores and on one GPU.
+# The project's targets for batched training at 32 runs or more per batch: on a CPU at least
+# 5 times the reference loop or 40% of the device's matmul ceiling, whichever is lower (the
+# reference loop of a convolutional model may already run near the ceiling); on one GPU at
+# least 20 times the reference loop.
 THROUGHPUT_TARGETS = {"cpu": 5.0, "cuda": 20.0}
+CPU_CEILING_SHARE = 0.4
 # ... and for every notebook run from scratch, in seconds on 2 CPU cores.
-NOTEBOOK_TARGETS_S = {"smoke": 600.0, "cpu": 2700.0}
+NOTEBOOK_TARGETS_S = {"smoke": 600.0, "cpu": 600.0}
 
 
 def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
@@ -222,8 +275,12 @@ def throughput_targets(measured: pd.DataFrame) -> pd.DataFrame:
     batched = measured[(measured.method == BATCHED) & (measured.runs >= 32)]
     columns = ["device", "device_type", "commit", "dataset", "runs", "ratio_to_reference"]
     out = batched[columns].copy()
+    out["share_of_matmul"] = batched.gflops_per_s / batched.matmul_gflops
     out["target"] = out.device_type.map(THROUGHPUT_TARGETS)
-    out["met"] = out.ratio_to_reference >= out.target
+    on_cpu = out.device_type == "cpu"
+    out["met"] = (out.ratio_to_reference >= out.target) | (
+        on_cpu & (out.share_of_matmul >= CPU_CEILING_SHARE)
+    )
     return out.reset_index(drop=True)
 
 

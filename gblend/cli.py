@@ -234,9 +234,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         results_dir=args.results_dir or None,
         notebooks=timings,
+        strategies=args.strategies,
     )
     columns = ["dataset", "method", "runs", "seconds", "samples_per_s", "ratio_to_reference"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"written to {path}")
+    return 0
+
+
+def cmd_rerun_check(args: argparse.Namespace) -> int:
+    from gblend.bench import bench_path  # torch is heavy: import only for this command
+    from gblend.experiments.rerun import rerun_check
+    from gblend.results import provenance, write_json_atomic
+
+    started = time.perf_counter()
+    try:
+        frame = rerun_check(args.experiment, args.scale, results_dir=args.results_dir or None)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    columns = ["dataset", "method", "best_epoch_committed", "best_epoch_rerun",
+               "test_acc_difference", "history_max_loss_difference"]  # fmt: skip
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.2g}"))
+    info = provenance("cpu") | {"seconds": round(time.perf_counter() - started, 1)}
+    path = bench_path(args.results_dir or None, info["cpu_model"], "rerun")
+    write_json_atomic(path, {"provenance": info, "rerun": frame.to_dict("records")})
     print(f"written to {path}")
     return 0
 
@@ -342,12 +363,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time every notebook from scratch at these scales (e.g. smoke)",
     )
     ben.add_argument(
+        "--strategies",
+        action="store_true",
+        help="also time a small grid run each way the runner can spend the machine "
+        "(processes, threads, batches)",
+    )
+    ben.add_argument(
         "--keep-results",
         default="",
         help="with --notebooks: compute into DIR/<scale> and keep it (default: a temporary "
         "folder), e.g. to read the compute overhead of the runs",
     )
     ben.set_defaults(func=cmd_bench)
+
+    rer = sub.add_parser(
+        "rerun-check",
+        help="retrain a sample of committed units here and compare them with the committed ones",
+        description="Retrain, per data set, the seed-0 naive and offline G-Blend runs of an "
+        "experiment's committed grid in a temporary folder and compare them with the committed "
+        "records (best epoch, test accuracy, largest history difference); the comparison goes "
+        "to results/bench/<cpu>-rerun-<time>.json and the benchmark page.",
+    )
+    rer.add_argument("--experiment", default="table2")
+    rer.add_argument("--scale", choices=SCALES, default="cpu")
+    rer.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
+    rer.set_defaults(func=cmd_rerun_check)
 
     full = sub.add_parser(
         "full-run",

@@ -49,10 +49,12 @@ def test_targets_and_full_run_phases_read_the_files(tmp_path):
     folder.mkdir()
     prov = {"device": "cuda", "device_name": "GPU", "torch_version": "2", "git_commit": "abc"}
     rows = [
-        {"method": bench.BATCHED, "runs": 8, "ratio_to_reference": 30.0, "dataset": "d"},
-        {"method": bench.BATCHED, "runs": 32, "ratio_to_reference": 19.0, "dataset": "d"},
-        {"method": bench.BATCHED, "runs": 128, "ratio_to_reference": 21.0, "dataset": "d"},
+        {"method": bench.BATCHED, "runs": 8, "ratio_to_reference": 30.0, "gflops_per_s": 9.0},
+        {"method": bench.BATCHED, "runs": 32, "ratio_to_reference": 19.0, "gflops_per_s": 9.0},
+        {"method": bench.BATCHED, "runs": 128, "ratio_to_reference": 21.0, "gflops_per_s": 9.0},
     ]
+    rows = [r | {"dataset": "d"} for r in rows]
+    prov["matmul_gflops"] = 10.0  # 90% of the ceiling counts on a CPU only
     phases = [
         {"name": "a", "seconds": 3.0, "returncode": 0, "limit_s": 9.0},
         {"name": "b", "seconds": 9.0, "returncode": None, "limit_s": 9.0},
@@ -64,6 +66,16 @@ def test_targets_and_full_run_phases_read_the_files(tmp_path):
     targets = bench.throughput_targets(bench.load_bench(str(tmp_path)))
     assert list(targets.runs) == [32, 128]  # fewer than 32 runs is not what the target asks
     assert list(targets.met) == [False, True] and set(targets.target) == {20.0}
+    # on a CPU, 40% of the matmul ceiling meets the target even below 5x the reference
+    cpu_rows = [
+        {"method": bench.BATCHED, "runs": 32, "ratio_to_reference": 1.5, "gflops_per_s": g}
+        for g in (50.0, 30.0)
+    ]
+    cpu = {"device": "cpu", "device_name": "CPU", "torch_version": "2", "git_commit": "abc"}
+    payload_cpu = {"provenance": cpu | {"matmul_gflops": 100.0}, "throughput": cpu_rows}
+    (folder / "CPU-x.json").write_text(json.dumps(payload_cpu))
+    on_cpu = bench.throughput_targets(bench.load_bench(str(tmp_path))).query("device == 'CPU'")
+    assert list(on_cpu.met) == [True, False] and set(on_cpu.target) == {5.0}
     timings = pd.DataFrame(
         {
             "device": "cpu",

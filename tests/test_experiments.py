@@ -225,3 +225,28 @@ def test_execution_plan_spends_the_cores():
     assert ex.execution_plan("cpu", jobs=1).threads == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="jobs"):
         ex.execution_plan("cpu", jobs=-1)
+
+
+def test_rerun_check_compares_a_fresh_rerun_with_the_committed_records(tmp_path):
+    from gblend.experiments.rerun import rerun_check
+
+    grid = ex.EXPERIMENTS["table2"].grid("smoke", "mfeat")
+    ex.run(grid, str(tmp_path), progress=False, jobs=1)
+    with pytest.raises(ValueError, match="not committed in full"):
+        rerun_check("table2", "smoke", results_dir=str(tmp_path / "empty"), datasets="mfeat")
+    same = rerun_check("table2", "smoke", results_dir=str(tmp_path), jobs=1, datasets="mfeat")
+    assert list(same.method) == ["naive", "offline"] and set(same.combo) == {"pix+fou+mor"}
+    assert (same.best_epoch_committed == same.best_epoch_rerun).all()
+    assert same.history_max_loss_difference.max() < 1e-5  # same machine, same threads
+    # a committed record that differs is reported as it differs
+    victim = next(
+        p
+        for p in tmp_path.rglob("*.json")
+        if json.loads(p.read_text())["method"] == "naive"
+        and "+" in json.loads(p.read_text())["combo"]
+    )
+    record = json.loads(victim.read_text())
+    record["metrics"]["test_acc"] -= 0.25
+    victim.write_text(json.dumps(record))
+    moved = rerun_check("table2", "smoke", results_dir=str(tmp_path), jobs=1, datasets="mfeat")
+    assert moved.set_index("method").test_acc_difference["naive"] == pytest.approx(0.25)

@@ -31,8 +31,9 @@ class DatasetEntry:
 
     ``modalities``: every modality it offers, in a fixed order; ``study``: the ones the
     experiments use (default: all); ``knobs``: keyword knobs of ``build`` with their defaults;
-    ``cost``: rough time of one run relative to a naive run on ``avdigits`` (orders the process
-    pool, nothing else); ``builtin``: shipped with gblend.
+    ``cost``: rough time of one run relative to a naive run on ``avdigits``, one number or one
+    per kind of device (``{"cpu": ..., "cuda": ...}``; it orders the process pool, nothing
+    else); ``builtin``: shipped with gblend.
     """
 
     name: str
@@ -40,7 +41,7 @@ class DatasetEntry:
     build: Build
     knobs: Mapping[str, Any]
     study: tuple[str, ...] = ()
-    cost: float = 1.0
+    cost: float | Mapping[str, float] = 1.0
     builtin: bool = False
 
     def __post_init__(self) -> None:
@@ -55,6 +56,12 @@ class DatasetEntry:
     @property
     def study_modalities(self) -> tuple[str, ...]:
         return self.study or self.modalities
+
+    def cost_on(self, device_type: str) -> float:
+        """The relative cost of a run on a kind of device (``cpu``, ``cuda``, ...)."""
+        if isinstance(self.cost, Mapping):
+            return float(self.cost.get(device_type, max(self.cost.values())))
+        return float(self.cost)
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}

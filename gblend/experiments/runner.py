@@ -134,14 +134,15 @@ class ExecutionPlan:
 def execution_plan(device: str = "auto", jobs: int = 0, batch_runs: int = 0) -> ExecutionPlan:
     """The fastest measured way to train this study's small models (0 = choose).
 
-    CPU: one single-thread process per core. Measured on the 2-core machine (cpu scale, one
-    unit each): a single-thread process trains the synthetic MLPs 10% faster than a two-thread
-    one and avdigits' CNNs 1.6x slower, so two single-thread processes give 2.2x and 1.25x the
-    throughput of one two-thread process. Batching (``BatchedTrainer``) stays off on a CPU:
-    it loses on convolutions at every batch size (0.41-0.69x the reference loop) and gains
-    1.1-1.4x on MLPs only at 8-32 runs of one setting, more than a cpu-scale grid has.
-    GPU: one process, runs batched 8 at a time unless told otherwise (``gblend full-run``
-    passes its own counts); small models leave one process far from filling a GPU.
+    CPU: one single-thread process per core, costliest units first. Measured on the 2-core
+    machine, cpu scale (Intel Xeon, 2 cores, no SMT): a naive avdigits run (CNN) takes 35 s
+    alone with 2 threads and 45 s with 1 thread while a second process runs (1.55x the
+    throughput); synthetic (MLPs) 3.6 s and 3.4 s (2.1x). Where few long units remain, one
+    core idles: Figure 5's three long avdigits runs bound its notebook. Batching
+    (``BatchedTrainer``) stays off on a CPU: it loses on convolutions at every batch size
+    (0.44-0.58x the reference loop) and gains 1.4-1.8x on MLPs only at 8-32 runs of one
+    setting, more than a cpu-scale grid has. GPU: one process, runs batched 8 at a time
+    unless told otherwise (``gblend full-run`` passes its own counts).
     """
     if jobs < 0 or batch_runs < 0:
         raise ValueError("jobs and batch_runs must be >= 0 (0: choose)")
@@ -200,7 +201,8 @@ def _cost(chunk: Sequence[_Pending]) -> float:
     """Rough relative cost, to start the longest chunks first when processes share a grid."""
     unit = chunk[0][1]
     method, dataset = gmethods.get(unit.method), gdata.get(unit.dataset)
-    return method.cost * dataset.cost * len(chunk) ** 0.5
+    device = resolve_device(unit.train.device).type
+    return method.cost * dataset.cost_on(device) * len(chunk) ** 0.5
 
 
 _worker_error: BaseException | None = None
