@@ -3,7 +3,8 @@ the units (training runs) to do, as ``sklearn.model_selection.ParameterGrid`` yi
 
 Axes: data sets, modality combinations (a rule), methods with their typed parameters, seeds,
 and any number of swept settings named ``train.<field>`` (optimizer, lr, ...), ``model.<field>``
-(dropout, widths, ...), ``data.<knob>`` (data set knobs) or ``<method>.<parameter>``. The
+(dropout, widths, ...), ``data.<knob>`` (a knob of the data sets that have it) or
+``<method>.<parameter>`` (applied to that method's units only). The
 notebook conventions ("0 means the scale's default", ``"all"``, comma-separated lists) are
 parsed here and nowhere else; impossible values raise a :class:`GridError` before any compute.
 """
