@@ -101,6 +101,7 @@ def run_notebook(
             cwd=str(notebook.parent),
             progress_bar=False,
         )
+        hide_parameter_cells(output)
     except Exception as exc:  # any failure: record it and go on with the other notebooks
         error = _describe(exc)
     return RunRecord(
@@ -113,6 +114,22 @@ def run_notebook(
         ok=not error,
         error=error,
     )
+
+
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+
+
+def hide_parameter_cells(path: Path) -> None:
+    """Tag the parameters cell and papermill's injected one ``remove-cell``: a page states its
+    scale, seeds, devices and commit in one glued line instead of raw parameter cells."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if any(t in PARAMETER_TAGS for t in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
 
 
 def _describe(exc: Exception) -> str:

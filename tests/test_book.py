@@ -204,6 +204,12 @@ def test_only_filters_and_failures_are_named(
     assert cli.main([*common, "--only", "fig4"]) == 0
     assert (out / "fig4_curves.ipynb").is_file()
     assert not (out / "table9_broken.ipynb").exists()
+    # the page shows no raw parameter cells: ours and papermill's injected one are removed
+    cells = nbformat.read(out / "fig4_curves.ipynb", as_version=4).cells
+    tagged = [c.metadata.get("tags", []) for c in cells]
+    assert sum("injected-parameters" in t for t in tagged) == 1
+    assert all("remove-cell" in t for t in tagged if set(t) & {"parameters", "injected-parameters"})
+    assert not any("remove-cell" in t for t in tagged if not t)
 
     # The broken notebook fails the run, by name, and the other one still runs.
     (out / "fig4_curves.ipynb").unlink()
