@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 BENCH_DATASETS = ("synthetic", "avdigits")
@@ -86,7 +85,8 @@ def full_run(
     phases_to_run: tuple[str, ...] = PHASES,
 ) -> Path:
     """Run the phases within ``budget_s`` seconds; return the path of the phase log."""
-    from gblend.results import provenance, write_json_atomic  # torch: not for `gblend --help`
+    from gblend.bench import bench_path  # torch: not for `gblend --help`
+    from gblend.results import provenance, write_json_atomic
 
     unknown = set(phases_to_run) - set(PHASES)
     if unknown:
@@ -174,8 +174,6 @@ def full_run(
             )
         )
     info = provenance(device)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    tag = (info.get("device_name") or device).replace(" ", "_").replace("/", "_")
     log = out / "notebooks" / "reproduce_log.json"
     payload = {
         "provenance": info | {"jobs": jobs, "budget_s": budget_s},
@@ -184,7 +182,7 @@ def full_run(
         "missing_after": missing_counts(results) if counting else {},
         "notebooks_from_results": json.loads(log.read_text())["runs"] if log.is_file() else [],
     }
-    path = results / "bench" / f"{tag}-full-run-{stamp}.json"
+    path = bench_path(str(results), info.get("device_name") or device, "full-run")
     write_json_atomic(path, payload)
     print(f"[full-run] {time.perf_counter() - started:.1f} s in all; log {path}", flush=True)
     return path
