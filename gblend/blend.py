@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from gblend.models import JOINT, FusionNet
-from gblend.train import TRAIN_SUBSET, TrainConfig, Trainer
+from gblend.train import TRAIN_SUBSET, TrainConfig, Trainer, resolve_device
 
 METRICS = ("loss", "acc")
 
@@ -242,6 +243,32 @@ def _measure(trainer: Trainer, head: str, epoch: int, metric: str) -> tuple[floa
     return float(rows[TRAIN_SUBSET]), float(rows["heldout"])
 
 
+class EstimationCopies(nn.Module):
+    """Algorithm 1's k+1 copies of a multi-head checkpoint as one module, trained by one
+    :class:`Trainer` with weight 1 on every head.
+
+    Head h's logits are copy h's head h: a modality's copy sees only its own input (only its
+    encoder and head run), the joint copy every input. The copies share no parameter, so the
+    summed loss gives each copy exactly the gradient of its own head's loss, and parameters
+    outside that head's path get no gradient and are not stepped: each copy ends as it ends
+    trained alone (same mini-batch order, same dropout draws, since only the joint copy draws
+    any). One training loop instead of k+1 saves the per-step overhead that dominates these
+    small models. ``tests/test_blend.py`` checks the equality against copies trained one at
+    a time.
+    """
+
+    def __init__(self, model: FusionNet) -> None:
+        super().__init__()
+        self.copies = nn.ModuleDict({head: copy.deepcopy(model) for head in model.heads})
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.copies)
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {h: net(x if h == JOINT else {h: x[h]})[h] for h, net in self.copies.items()}
+
+
 def gb_estimate(
     model: FusionNet,
     x: Mapping[str, torch.Tensor],
@@ -262,7 +289,8 @@ def gb_estimate(
     gradients (the uni-modal copy); for the fused head all encoders and the fused head do (the
     naive joint copy). Each copy is measured on T' and V before and after, then discarded;
     ``model`` is not changed. The copies use ``config``'s optimizer with fresh state at
-    learning rate ``lr`` (default ``config.lr``) and no schedule.
+    learning rate ``lr`` (default ``config.lr``) and no schedule. They train together, as one
+    :class:`EstimationCopies` module, and end as they would one at a time.
 
     Returns the estimate and the cost: extra epochs and seconds.
     """
@@ -274,16 +302,15 @@ def gb_estimate(
         lr_milestones=(),
         patience=None,
         restore_best=False,
+        select_head=JOINT,
         progress=False,
     )
     started = time.perf_counter()
+    copies = EstimationCopies(model)
+    trainer = Trainer(copy_config).start(copies, x, y, splits)
+    trainer.train_epochs(n_epochs, dict.fromkeys(heads, 1.0), record_every_epoch=False).finish()
     train_before, train_after, held_before, held_after = {}, {}, {}, {}
     for head in heads:
-        # a modality's copy sees only its own input, so only its encoder and head run
-        inputs = x if head == JOINT else {head: x[head]}
-        trainer = Trainer(replace(copy_config, select_head=head))
-        trainer.start(copy.deepcopy(model), inputs, y, splits)
-        trainer.train_epochs(n_epochs, {head: 1.0}, record_every_epoch=False).finish()
         train_before[head], held_before[head] = _measure(trainer, head, 0, metric)
         train_after[head], held_after[head] = _measure(trainer, head, n_epochs, metric)
     estimate = estimate_weights(
@@ -360,27 +387,57 @@ def super_epochs(total: int, warmup: int, length: int) -> list[tuple[int, int]]:
 # --- Figure 5b: G-Blend vs naive from the same snapshot, per super-epoch -------------------------
 
 
-def finetune_classifier(
+FEATURES = "trunk_features"  # the input name of the probe's classifier
+
+
+class _ClassifierOnFeatures(nn.Module):
+    """A fused head fed with precomputed trunk features, as a model the Trainer can train."""
+
+    def __init__(self, fused_head: nn.Module) -> None:
+        super().__init__()
+        self.fused_head = fused_head
+
+    def forward(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {JOINT: self.fused_head(x[FEATURES])}
+
+
+@torch.no_grad()
+def trunk_features(model: FusionNet, x: Mapping[str, torch.Tensor], config: TrainConfig):
+    """The concatenated encoder features of every sample, on ``config``'s device: the fused
+    head's input. The encoders have no dropout or batch norm, so the features do not depend
+    on train or eval mode."""
+    device = resolve_device(config.device)
+    model = model.to(device).eval()
+    n, size = len(next(iter(x.values()))), config.eval_batch_size
+    chunks = []
+    for start in range(0, n, size):
+        batch = {m: x[m][start : start + size].to(device) for m in model.modalities}
+        chunks.append(torch.cat([model.encoders[m](batch[m]) for m in model.modalities], dim=1))
+    return torch.cat(chunks)
+
+
+def train_classifier_on_trunk(
     model: FusionNet,
     x: Mapping[str, torch.Tensor],
     y: torch.Tensor,
     splits: Mapping[str, np.ndarray],
     config: TrainConfig,
     epochs: int,
-) -> dict[str, float]:
-    """Freeze the encoders, re-initialise the fused head and train it alone (paper Fig. 5b).
+) -> Trainer:
+    """Freeze the encoders, re-initialise the fused head and train it alone (paper Fig. 5b);
+    the trainer of that head, whose history is the classifier's.
 
-    This judges the trunk, not the head: the paper fixes "the main trunk" and fine-tunes "the
-    classifier" for both branches. Returns the fused head's val and test accuracy at its best
-    val epoch.
+    Frozen encoders give every sample the same features at every step, so they are computed
+    once (:func:`trunk_features`) and the classifier trains on them: the same run as through
+    the frozen encoders, up to the rounding of computing features in larger batches
+    (``tests/test_blend.py``), at the cost of the head alone. ``model`` is not changed.
     """
-    probe = copy.deepcopy(model)
-    for param in probe.encoders.parameters():
-        param.requires_grad_(False)
-    for layer in probe.fused_head:
+    head = copy.deepcopy(model.fused_head)
+    for layer in head:
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
-    trainer = Trainer(
+    features = trunk_features(copy.deepcopy(model), x, config)
+    return Trainer(
         replace(
             config,
             epochs=epochs,
@@ -390,7 +447,24 @@ def finetune_classifier(
             select_head=JOINT,
             progress=False,
         )
-    ).fit(probe, x, y, splits, loss_weights={JOINT: 1.0})
+    ).fit(_ClassifierOnFeatures(head), {FEATURES: features}, y, splits, loss_weights={JOINT: 1.0})
+
+
+def finetune_classifier(
+    model: FusionNet,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    splits: Mapping[str, np.ndarray],
+    config: TrainConfig,
+    epochs: int,
+) -> dict[str, float]:
+    """The fused head's accuracies, per split, at its best val epoch when retrained alone on
+    the frozen trunk (:func:`train_classifier_on_trunk`).
+
+    This judges the trunk, not the head: the paper fixes "the main trunk" and fine-tunes "the
+    classifier" for both branches.
+    """
+    trainer = train_classifier_on_trunk(model, x, y, splits, config, epochs)
     hist = trainer.history_
     best = hist[(hist.epoch == trainer.best_epoch_) & (hist["head"] == JOINT)]
     return {f"{split}_acc": float(acc) for split, acc in zip(best.split, best.acc, strict=True)}

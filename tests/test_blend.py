@@ -249,3 +249,74 @@ def test_online_probed_compares_both_branches_at_every_super_epoch():
         (i, b) for i in range(3) for b in ("gblend", "naive")]
     assert [p["end_epoch"] for p in probes[::2]] == [3, 5, 6]
     assert run.trainer.epochs_run_ == 6 and len(run.estimates) == 3
+
+
+# --- faster executions of the same runs, against the plain definitions ---------------------------
+
+
+def copies_one_at_a_time(net, x, y, splits, config, n):
+    """Algorithm 1 as written: each head's copy trained alone on its own loss (a modality's
+    copy on its own input), measured before and after; the reference for gb_estimate."""
+    import copy
+    from dataclasses import replace
+
+    from gblend.blend import _measure
+    from gblend.train import Trainer
+
+    cfg = replace(config, epochs=n, lr_milestones=(), patience=None, restore_best=False)
+    before, after = ({}, {}), ({}, {})
+    for head in net.heads:
+        inputs = x if head == JOINT else {head: x[head]}
+        trainer = Trainer(replace(cfg, select_head=head)).start(copy.deepcopy(net), inputs, y,
+                                                                splits)
+        trainer.train_epochs(n, {head: 1.0}, record_every_epoch=False).finish()
+        for (train, held), epoch in ((before, 0), (after, n)):
+            train[head], held[head] = _measure(trainer, head, epoch, "loss")
+    return estimate_weights(Measurement(*before), Measurement(*after))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_estimation_copies_trained_together_end_as_trained_one_at_a_time(optimizer):
+    """Bit for bit: same losses on T' and V, hence the same dG, dO and weights; the joint copy
+    draws dropout (0.3 here) as it would alone."""
+    x, y, splits = task()
+    torch.manual_seed(0)
+    net = FusionNet(SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16,
+                                          dropout=0.3))
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, optimizer=optimizer,
+                         train_subset_size=100, seed=4, device="cpu")
+    together, _ = gb_estimate(net, x, y, splits, config, n_epochs=3)
+    alone = copies_one_at_a_time(net, x, y, splits, config, 3)
+    assert together.delta_g == alone.delta_g and together.delta_o == alone.delta_o
+    assert together.weights == alone.weights
+
+
+def test_classifier_on_cached_features_equals_one_trained_through_frozen_encoders():
+    """The Fig. 5b classifier trained on precomputed trunk features has the history of the
+    same classifier trained through the frozen encoders: equal accuracies, losses equal to
+    rounding (the features are computed in larger batches), the same best epoch."""
+    import copy
+    from dataclasses import replace
+
+    from gblend.blend import train_classifier_on_trunk
+    from gblend.train import Trainer
+
+    x, y, splits = task()
+    torch.manual_seed(0)
+    net = FusionNet(SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16,
+                                          dropout=0.3))
+    config = replace(CONFIG, device="cpu", seed=2)
+    torch.manual_seed(7)  # the fresh head's initial weights
+    fast = train_classifier_on_trunk(net, x, y, splits, config, epochs=4)
+    torch.manual_seed(7)
+    probe = copy.deepcopy(net)
+    probe.encoders.requires_grad_(False)
+    for layer in probe.fused_head:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    slow = Trainer(replace(config, epochs=4, lr_milestones=(), select_head=JOINT)).fit(
+        probe, x, y, splits, {JOINT: 1.0})
+    a, b = fast.history_, slow.history_[slow.history_["head"] == JOINT].reset_index(drop=True)
+    assert a[["epoch", "split", "acc"]].equals(b[["epoch", "split", "acc"]])
+    np.testing.assert_allclose(a.loss, b.loss, rtol=0, atol=1e-6)
+    assert fast.best_epoch_ == slow.best_epoch_
