@@ -60,7 +60,9 @@ class TrainConfig:
     select_head: str = "joint"  # the head whose val accuracy selects the best epoch
     restore_best: bool = True  # end with the weights of the best val epoch
     train_subset_size: int = 1000  # size of T'
-    eval_batch_size: int = 4096
+    # Evaluation chunks: on a CPU core 512 samples evaluate 2-3x faster than 4096 (convolutions
+    # whose activations stay in cache); results agree to rounding, so not part of a cache key.
+    eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"
     progress: bool = False
@@ -91,7 +93,7 @@ def evaluate(
     x: Mapping[str, torch.Tensor],
     y: torch.Tensor,
     index: torch.Tensor,
-    batch_size: int = 4096,
+    batch_size: int = 512,
 ) -> dict[str, tuple[float, float]]:
     """Per-head (mean cross-entropy, accuracy) on ``index``, in eval mode."""
     was_training = model.training

@@ -22,8 +22,9 @@ from gblend.experiments.scales import Scale, get_scale, train_config
 from gblend.models import ModelConfig
 from gblend.train import OPTIMIZERS, TrainConfig
 
-# Settings that change where or how visibly a run happens, not its result.
-_NOT_HASHED = ("device", "progress")
+# Settings that change where, how fast or how visibly a run happens, not its result (beyond
+# floating-point rounding, as running on another device does).
+_NOT_HASHED = ("device", "progress", "eval_batch_size")
 COMBO_RULES = ("all", "unimodal+study", "study")
 
 
