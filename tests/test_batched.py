@@ -306,3 +306,28 @@ def test_optimizer_names_are_case_insensitive_in_both():
         model(0, True), data[0].x, data[0].y, data[0].splits
     )
     assert pd_equal and single.loss_weights_ == runs[0].loss_weights_[0]
+
+
+def test_an_image_encoder_batches_like_the_others():
+    """The image encoder's channels-last weights go through vmap and give the single runs."""
+    specs = {"img": SimpleNamespace(kind="image", shape=(1, 8, 8)), **SPECS}
+    seeds = [0, 1]
+    data = []
+    for seed in seeds:
+        d = run_data(seed, 150)
+        image = torch.randn(150, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        data.append(RunData({**d.x, "img": image}, d.y, d.splits))
+
+    def image_model(seed):
+        torch.manual_seed(seed)
+        return FusionNet(specs, 3, ModelConfig(hidden=16, feature_dim=8, modality_heads=True))
+
+    config = config_for("sgd")
+    batched = BatchedTrainer(config).fit([image_model(s) for s in seeds], data, seeds, None)
+    for r, seed in enumerate(seeds):
+        single = Trainer(replace(config, seed=seed)).fit(
+            image_model(seed), data[r].x, data[r].y, data[r].splits
+        )
+        np.testing.assert_allclose(
+            single.history_.loss, batched.histories_[r].loss, atol=LOSS_ATOL, rtol=0
+        )
