@@ -259,6 +259,27 @@ def load_bench(results_dir: str | None = None, part: str = "throughput") -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def rerun_summary(reruns: pd.DataFrame) -> pd.DataFrame:
+    """Per rerun comparison and data set: how many units, how many kept their best-val epoch,
+    and how far the reported test accuracy (points) and the history's losses moved."""
+    moved = reruns.assign(
+        test_acc_points=reruns.test_acc_difference.abs() * 100,
+        same_best_epoch=reruns.best_epoch_committed == reruns.best_epoch_rerun,
+    )
+    keys = ["file", "committed_on", "rerun_on", "dataset"]
+    return (
+        moved.groupby(keys, sort=False)
+        .agg(
+            units=("method", "size"),
+            same_best_epoch=("same_best_epoch", "sum"),
+            test_acc_points_median=("test_acc_points", "median"),
+            test_acc_points_max=("test_acc_points", "max"),
+            history_max_loss_difference=("history_max_loss_difference", "max"),
+        )
+        .reset_index()
+    )
+
+
 BATCHED = "gblend BatchedTrainer"
 # The project's targets for batched training at 32 runs or more per batch: on a CPU at least
 # 5 times the reference loop or 40% of the device's matmul ceiling, whichever is lower (the

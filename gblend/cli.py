@@ -261,12 +261,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_rerun_check(args: argparse.Namespace) -> int:
     from gblend.bench import bench_path  # torch is heavy: import only for this command
-    from gblend.experiments.rerun import rerun_check
+    from gblend.experiments.rerun import compare_folders, rerun_check
     from gblend.results import provenance, write_json_atomic
 
     started = time.perf_counter()
+    results_dir = args.results_dir or None
     try:
-        frame = rerun_check(args.experiment, args.scale, results_dir=args.results_dir or None)
+        if args.against:
+            frame = compare_folders(args.against, args.scale, results_dir=results_dir)
+        else:
+            frame = rerun_check(args.experiment, args.scale, results_dir=results_dir)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     columns = ["dataset", "method", "best_epoch_committed", "best_epoch_rerun",
@@ -403,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rer.add_argument("--experiment", default="table2")
     rer.add_argument("--scale", choices=SCALES, default="cpu")
+    rer.add_argument(
+        "--against",
+        default="",
+        help="retrain nothing: compare every committed unit of the scale with the results in "
+        "DIR (e.g. from gblend bench --notebooks cpu --keep-results DIR, at DIR/cpu)",
+    )
     rer.add_argument("--results-dir", default="", help="results root (default: <repo>/results)")
     rer.set_defaults(func=cmd_rerun_check)
 

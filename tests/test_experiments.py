@@ -250,3 +250,25 @@ def test_rerun_check_compares_a_fresh_rerun_with_the_committed_records(tmp_path)
     victim.write_text(json.dumps(record))
     moved = rerun_check("table2", "smoke", results_dir=str(tmp_path), jobs=1, datasets="mfeat")
     assert moved.set_index("method").test_acc_difference["naive"] == pytest.approx(0.25)
+
+
+def test_recomputed_folders_are_compared_unit_by_unit(tmp_path):
+    from gblend import bench
+    from gblend.experiments.rerun import compare_folders
+
+    committed, rerun = str(tmp_path / "committed"), str(tmp_path / "rerun")
+    grid = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat")
+    for folder in (committed, rerun):
+        ex.run_grid(list(grid), folder, progress=False, jobs=1)
+    victim = next(p for p in (tmp_path / "rerun").rglob("*.json"))
+    record = json.loads(victim.read_text())
+    record["metrics"]["test_acc"] += 0.1
+    victim.write_text(json.dumps(record))
+    frame = compare_folders(rerun, "smoke", ("table1",), committed, "mfeat")
+    assert len(frame) == len(list(grid))
+    assert sorted(frame.test_acc_difference.round(6).unique()) == [0.0, 0.1]
+    summary = bench.rerun_summary(frame.assign(file="f"))
+    assert summary.units.item() == len(frame)
+    assert summary.test_acc_points_max.item() == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="no unit"):
+        compare_folders(str(tmp_path / "empty"), "smoke", ("table1",), committed, "mfeat")

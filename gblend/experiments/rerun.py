@@ -4,11 +4,13 @@ Floating-point sums run in another order on another CPU model, thread count or B
 rerun is not bit-identical: small loss differences can move a best-val epoch and with it the
 reported accuracy. :func:`rerun_check` retrains a sample of committed units from their configs
 into a fresh folder and compares them with the committed records, so the book can state the
-tolerance it measured instead of promising identity.
+tolerance it measured instead of promising identity; :func:`compare_folders` compares whole
+grids already recomputed elsewhere (e.g. by ``gblend bench --notebooks cpu --keep-results``).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 
 import numpy as np
@@ -43,6 +45,28 @@ def rerun_check(
     with tempfile.TemporaryDirectory() as fresh:
         rerun = run_grid(units, fresh, progress=False, jobs=jobs)
     return pd.DataFrame([_compare(a, b) for a, b in zip(committed, rerun, strict=True)])
+
+
+def compare_folders(
+    rerun_dir: str,
+    scale: str = "cpu",
+    experiments: tuple[str, ...] = ("table1", "table2", "table4", "figure5"),
+    results_dir: str | None = None,
+    datasets: str | None = None,
+) -> pd.DataFrame:
+    """Every unit of the experiments' default grids at ``scale`` that is in both the committed
+    results and ``rerun_dir``, compared as :func:`rerun_check` compares: one row per unit."""
+    units = {}
+    for name in experiments:  # the grids share units (Table 2 holds Table 1's naive runs)
+        for u in get(name).grid(scale, datasets):
+            units.setdefault(json.dumps(u.config(), sort_keys=True, default=str), u)
+    committed = run_grid(list(units.values()), results_dir, progress=False, run_missing=False)
+    rerun = {r.key: r for r in run_grid(list(units.values()), rerun_dir, progress=False,
+                                        run_missing=False)}  # fmt: skip
+    rows = [_compare(old, rerun[old.key]) for old in committed if old.key in rerun]
+    if not rows:
+        raise ValueError(f"no unit at {scale} scale is both committed and in {rerun_dir}")
+    return pd.DataFrame(rows)
 
 
 def _compare(old: RunRecord, new: RunRecord) -> dict:

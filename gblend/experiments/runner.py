@@ -135,10 +135,10 @@ def execution_plan(device: str = "auto", jobs: int = 0, batch_runs: int = 0) -> 
     """The fastest measured way to train this study's small models (0 = choose).
 
     CPU: one single-thread process per core, costliest units first. Measured on the 2-core
-    machine, cpu scale (Intel Xeon, 2 cores, no SMT): a naive avdigits run (CNN) takes 35 s
-    alone with 2 threads and 45 s with 1 thread while a second process runs (1.55x the
-    throughput); synthetic (MLPs) 3.6 s and 3.4 s (2.1x). Where few long units remain, one
-    core idles: Figure 5's three long avdigits runs bound its notebook. Batching
+    machine, cpu scale (Intel Xeon, 2 cores, no SMT; commit 0c6c7b3): a naive avdigits run
+    (CNN) takes 35 s alone with 2 threads and 45 s with 1 thread while a second process runs
+    (1.55x the throughput); synthetic (MLPs) 3.6 s and 3.4 s (2.1x). Where few long units
+    remain, one core idles: Figure 5's three long avdigits runs bound its notebook. Batching
     (``BatchedTrainer``) stays off on a CPU: it loses on convolutions at every batch size
     (0.44-0.58x the reference loop) and gains 1.4-1.8x on MLPs only at 8-32 runs of one
     setting, more than a cpu-scale grid has. GPU: one process, runs batched 8 at a time
