@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from gblend import experiments as ex
+from gblend import results as gres
 from gblend.experiments import runner
 from gblend.experiments.stats import HIGHER, LOWER, NO_DIFFERENCE, paired_difference
 
@@ -96,10 +97,14 @@ def test_paired_difference_and_direction():
     assert single.direction == NO_DIFFERENCE and np.isinf(single.high)
 
 
-def fake_runs(joint_minus_uni: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs and histories of a 2-modality data set with a chosen joint-vs-best difference."""
+def fake_runs(
+    joint_minus_uni: list[float], at_best_val: list[float] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and histories of a 2-modality data set with a chosen joint-vs-best difference at
+    the last epoch (and at the best val epoch: ``at_best_val``, default the same)."""
     runs, hist = [], []
-    for seed, delta in enumerate(joint_minus_uni):
+    early = at_best_val or joint_minus_uni
+    for seed, (delta, es_delta) in enumerate(zip(joint_minus_uni, early, strict=True)):
         for combo, n, test, val, train in (
             ("a", 1, 0.80, 0.80, 0.85),
             ("b", 1, 0.50, 0.50, 0.90),
@@ -112,8 +117,10 @@ def fake_runs(joint_minus_uni: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]
                     "combo": combo,
                     "n_modalities": n,
                     "seed": seed,
-                    "test_acc": test,
-                    "val_acc": val,
+                    "test_acc_last": test,
+                    "val_acc_last": val,
+                    "test_acc": test + (es_delta - delta) * (n == 2),
+                    "val_acc": val + (es_delta - delta) * (n == 2),
                 }
             )
             for split, acc in (("train_subset", train), ("val", val)):
@@ -147,6 +154,40 @@ def test_table1_verdicts_follow_the_numbers():
     better, hist = fake_runs([0.05, 0.04, 0.06])
     assert ex.summarize(better).iloc[0].verdict == HIGHER
     assert ex.claims(better, hist).set_index("claim").verdict[1] == "not reproduced"
+
+
+def test_claims_are_judged_on_the_fixed_schedule_with_early_stopping_beside():
+    """Joint below the best uni-modal model at the last epoch, above it at the best val epoch:
+    both rows are in the table, and claim 1 follows the last epoch."""
+    runs, hist = fake_runs([-0.05, -0.04, -0.06], at_best_val=[0.04, 0.05, 0.06])
+    summary = ex.summarize(runs).set_index("selection")
+    assert summary.verdict["last"] == LOWER and summary.delta["last"] == pytest.approx(-5.0)
+    assert summary.verdict["best_val"] == HIGHER
+    claim1 = ex.claims(runs, hist).set_index("claim").loc[1]
+    assert claim1.verdict == "reproduced"
+    assert "best val epoch (early stopping): 0 below, 1 above" in claim1.evidence
+    shown = ex.side_by_side(ex.summarize(runs), gres.paper_table1())
+    assert list(shown["read at"]) == list(ex.SELECTIONS.values())
+
+
+def test_a_record_is_read_at_its_last_epoch_and_at_its_best_val_epoch():
+    grid = ex.EXPERIMENTS["table1"].grid("smoke", "synthetic", epochs=2, device="cpu")
+    record = ex.run_unit(next(u for u in grid if len(u.modalities) == 2)).to_json()
+    # a history whose best val epoch (1) is not its last (2)
+    rows = [(epoch, head, split, acc) for epoch, acc in ((0, 0.3), (1, 0.9), (2, 0.7))
+            for head in ("joint", "a") for split in ("val", "test")]  # fmt: skip
+    history = {"epoch": [r[0] for r in rows], "head": [r[1] for r in rows],
+               "split": [r[2] for r in rows], "acc": [r[3] for r in rows],
+               "loss": [1 - r[3] for r in rows]}  # fmt: skip
+    rec = ex.RunRecord.from_json({**record, "history": history, "best_epoch": 1,
+                                  "epochs_run": 2, "metrics": {"test_acc": 0.9}})  # fmt: skip
+    assert rec.last_metrics == {"val_acc_last": 0.7, "val_loss_last": pytest.approx(0.3),
+                                "test_acc_last": 0.7, "test_loss_last": pytest.approx(0.3)}
+    frame = ex.Results([rec]).runs
+    assert frame[ex.metric_column("test", selection="last")].item() == 0.7
+    assert frame[ex.metric_column("test", selection="best_val")].item() == 0.9
+    with pytest.raises(ValueError, match="unknown selection"):
+        ex.metric_column("test", selection="first")
 
 
 def test_compute_command_runs_the_grid_over_processes(tmp_path, capsys):

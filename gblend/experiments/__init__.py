@@ -21,7 +21,7 @@ from gblend.experiments.blending import (
 from gblend.experiments.figures import ogr_over_training
 from gblend.experiments.grid import Grid, GridError, Unit
 from gblend.experiments.methods import METHODS, Method
-from gblend.experiments.records import Results, RunRecord
+from gblend.experiments.records import SELECTIONS, Results, RunRecord, metric_column
 from gblend.experiments.registry import EXPERIMENTS, Experiment, for_notebook, is_complete
 from gblend.experiments.runner import execution_plan, missing, run, run_grid, run_unit
 from gblend.experiments.scales import SCALES, Scale, get_scale
@@ -39,6 +39,7 @@ __all__ = [
     "METHODS",
     "PAPER_NAMES",
     "SCALES",
+    "SELECTIONS",
     "Experiment",
     "Grid",
     "GridError",
@@ -58,6 +59,7 @@ __all__ = [
     "get_scale",
     "is_complete",
     "mean_weights",
+    "metric_column",
     "missing",
     "ogr_over_training",
     "overhead",

@@ -4,13 +4,19 @@ The naive and uni-modal runs are the Table 1 grid's own (same units, same cache)
 method of a data set is compared on the same seeds and splits. The G-Blend runs (offline,
 Algorithm 2; online, Algorithm 3) and the equal-weight "auxiliary loss" runs train the
 multi-head model and are cached under the store ``gblend`` (see ``methods.METHODS``).
+Tables read every run at both epochs of :data:`~gblend.experiments.records.SELECTIONS`; the
+claims are judged on the fixed schedule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import product
+
 import pandas as pd
 
 from gblend.experiments import methods as gmethods
+from gblend.experiments.records import SELECTIONS, metric_column
 from gblend.experiments.stats import paired_difference
 from gblend.experiments.table1 import PAPER_NAMES, best_unimodal, by_setting
 from gblend.models import JOINT
@@ -43,21 +49,25 @@ METHOD_LABELS = {"best uni": "best uni-modal"} | {
 }
 
 
-def _method_runs(sub: pd.DataFrame, combo: str) -> dict[str, pd.Series]:
-    """Test accuracy per seed of each method on one combination of one data set and setting
-    (best uni chosen by val)."""
-    best = best_unimodal(sub, among=combo.split("+"))
-    out = {"best uni": sub[(sub.combo == best)].set_index("seed").test_acc}
+def _method_runs(sub: pd.DataFrame, combo: str, selection: str = "last") -> dict[str, pd.Series]:
+    """Test accuracy (%) per seed of each method on one combination of one data set and
+    setting, at the epoch ``selection`` picks (best uni chosen by val, the same way)."""
+    test = metric_column("test", selection=selection)
+    best = best_unimodal(sub, among=combo.split("+"), selection=selection)
+    out = {"best uni": sub[(sub.combo == best)].set_index("seed")[test]}
     for method in ("naive", "uniform", "offline", "online"):
         rows = sub[(sub.combo == combo) & (sub.method == method)]
         if len(rows):
-            out[method] = rows.set_index("seed").test_acc
+            out[method] = rows.set_index("seed")[test]
     return {m: s.sort_index() * 100 for m, s in out.items()}
 
 
-def compare_methods(runs: pd.DataFrame, combos: str = "full") -> pd.DataFrame:
-    """Per data set and combination: each method's test accuracy, and its paired difference
-    from naive fusion and from the best uni-modal model (mean, 95% t-interval, verdict)."""
+def compare_methods(
+    runs: pd.DataFrame, combos: str = "full", selections: Sequence[str] = tuple(SELECTIONS)
+) -> pd.DataFrame:
+    """Per data set, combination and selection: each method's test accuracy, and its paired
+    difference from naive fusion and from the best uni-modal model (mean, 95% t-interval,
+    verdict)."""
     rows = []
     for (dataset, variant), sub in by_setting(runs):
         multi = [
@@ -65,15 +75,16 @@ def compare_methods(runs: pd.DataFrame, combos: str = "full") -> pd.DataFrame:
             for c in sub[sub.n_modalities > 1].combo.unique()
             if combos == "all" or c.count("+") == max(sub.combo.str.count(r"\+"))
         ]
-        for combo in multi:
-            per_method = _method_runs(sub, combo)
-            best = best_unimodal(sub, among=combo.split("+"))
+        for combo, selection in product(multi, selections):
+            per_method = _method_runs(sub, combo, selection)
+            best = best_unimodal(sub, among=combo.split("+"), selection=selection)
             for method in [m for m in METHOD_ORDER if m in per_method]:
                 acc = per_method[method]
                 row = {
                     "dataset": dataset,
                     "variant": variant,
                     "combo": combo,
+                    "selection": selection,
                     "method": method,
                     "best_uni": best,
                     "acc": acc.mean(),
@@ -120,6 +131,7 @@ def table2_display(comparison: pd.DataFrame) -> pd.DataFrame:
             {
                 "dataset": row.dataset,
                 "combo": row.combo,
+                "read at": SELECTIONS[row.selection],
                 "method": label,
                 "ours: acc": _pm(row.acc, row.acc_std),
                 "ours: vs naive": _ci(row, "vs_naive"),
@@ -151,8 +163,8 @@ def table4_display(
     mw = mean_weights(weights)
     paper_rows = paper.set_index("modal")
     rows = []
-    keys = ["dataset", "variant", "combo"]
-    for (dataset, variant, combo), group in comparison.groupby(keys, sort=False):
+    keys = ["dataset", "variant", "combo", "selection"]
+    for (dataset, variant, combo, selection), group in comparison.groupby(keys, sort=False):
         by = group.set_index("method")
         w = mw[(mw.dataset == dataset) & (mw.variant == variant) & (mw.combo == combo)]
         weights_text = ", ".join(
@@ -169,6 +181,7 @@ def table4_display(
             {
                 "dataset": dataset,
                 "combo": combo,
+                "read at": SELECTIONS[selection],
                 "ours: weights % (mean ± std)": weights_text,
                 "ours: best uni": f"{by.loc['best uni', 'best_uni']}: "
                 + _pm(by.loc["best uni", "acc"], by.loc["best uni", "acc_std"]),
@@ -194,7 +207,8 @@ def table4_display(
 
 
 def _paired(sub: pd.DataFrame, combo: str, a: str, b: str):
-    per_method = _method_runs(sub, combo)
+    """Paired difference a - b on the fixed schedule, on which claims are judged."""
+    per_method = _method_runs(sub, combo, "last")
     if a not in per_method or b not in per_method:
         return None
     seeds = per_method[a].index.intersection(per_method[b].index)
@@ -227,7 +241,8 @@ def _claim_row(dataset: str, number: int, statement: str, parts, seeds: int) -> 
 
 
 def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
-    """Verdicts on claims 5, 6, 8, 10 and 13 of paper.md §8, per data set (all modalities)."""
+    """Verdicts on claims 5, 6, 8, 10 and 13 of paper.md §8, per data set (all modalities),
+    judged on the fixed schedule (test accuracy at the last epoch)."""
     rows = []
     for (dataset, variant), sub in by_setting(runs):
         combo = max(sub.combo.unique(), key=lambda c: c.count("+"))
@@ -274,7 +289,7 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
 
 def _weight_claim(dataset: str, combo: str, runs: pd.DataFrame, weights: pd.DataFrame):
     """Claim 8: the weakest modality gets the smallest weight, the strongest the largest."""
-    uni = runs[runs.n_modalities == 1].groupby("combo").val_acc.mean()
+    uni = runs[runs.n_modalities == 1].groupby("combo").val_acc_last.mean()
     parts = combo.split("+")
     uni = uni[uni.index.isin(parts)]
     mw = mean_weights(weights[(weights.dataset == dataset) & (weights.combo == combo)])
