@@ -24,6 +24,8 @@ class Experiment:
     methods: tuple[str, ...]
     combos: str
     datasets: str = "all"  # the default data sets
+    seeds: int | str = 0  # the default seeds (0: the scale's)
+    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the default swept settings
 
     def grid(
         self,
@@ -41,12 +43,12 @@ class Experiment:
             scale=scale,
             datasets=chosen,
             methods=self.methods,
-            seeds=seeds,
+            seeds=seeds or self.seeds,
             epochs=epochs,
             combos=self.combos,
             device=device,
             fixed=fixed,
-            axes=axes,
+            axes={**{name: list(values) for name, values in self.axes}, **dict(axes or {})},
         )
 
 
@@ -72,6 +74,22 @@ EXPERIMENTS: dict[str, Experiment] = {
             ("online_probed",),
             "study",
             datasets="synthetic,avdigits,mfeat",
+        ),
+        # The testbed's calibration: settings of the synthetic generator judged on val only, with
+        # seeds that no chapter reports (the chapters use 0..n-1).
+        Experiment(
+            "calibration",
+            "testbed_calibration",
+            "none (the synthetic testbed)",
+            ("naive",),
+            "all",
+            datasets="synthetic",
+            seeds="1000-1001",
+            axes=(
+                ("data.audio_noise_dims", (384, 1536)),
+                ("data.flow_noise_dims", (128, 512)),
+                ("data.shared_noise", (0.9, 0.97)),
+            ),
         ),
     )
 }

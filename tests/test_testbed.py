@@ -1,0 +1,60 @@
+"""The testbed's calibration profile is read from val (and T') only, and names what it finds."""
+
+import pandas as pd
+import pytest
+
+from gblend.experiments import testbed
+
+ALONE = {"rgb": 0.70, "flow": 0.60, "audio": 0.30}
+
+
+def fake_runs(gap: float, joint_overfit: float) -> pd.DataFrame:
+    """Two seeds of one setting: every combination ``gap`` (accuracy) from its best modality,
+    the joint model's val - T' loss ``joint_overfit`` (rgb's is 0.2). No test column at all."""
+    rows = []
+    for seed in (1000, 1001):
+        for combo, acc in (
+            *ALONE.items(),
+            ("audio+rgb", ALONE["rgb"] + gap),
+            ("audio+flow", ALONE["flow"] + gap),
+            ("rgb+flow", ALONE["rgb"] + gap),
+            ("audio+rgb+flow", ALONE["rgb"] + gap),
+        ):
+            overfit = joint_overfit if combo == testbed.FULL else 0.2
+            rows.append({"variant": f"gap={gap}", "combo": combo, "seed": seed,
+                         "n_modalities": combo.count("+") + 1, "val_acc_last": acc,
+                         "val_acc": acc, "val_loss_last": 1.0 + overfit,
+                         "train_subset_loss_last": 1.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_setting_meets_the_profile_only_when_every_part_holds():
+    good = testbed.calibration_profile(fake_runs(-0.02, 0.5)).iloc[0]
+    assert good["ranking ok"] and good["gaps ok"] and good["meets profile"]
+    assert good["gap audio+rgb"] == pytest.approx(-2.0)
+    assert good["overfit_joint_minus_rgb"] == pytest.approx(0.3)
+    above = testbed.calibration_profile(fake_runs(+0.02, 0.5)).iloc[0]
+    assert not above["gaps ok"] and not above["meets profile"]
+    less_overfit = testbed.calibration_profile(fake_runs(-0.02, 0.1)).iloc[0]
+    assert less_overfit["gaps ok"] and not less_overfit["meets profile"]
+
+
+def test_the_choice_names_the_settings_or_the_closest_one():
+    both = pd.concat([fake_runs(-0.02, 0.5), fake_runs(+0.02, 0.5)])
+    assert testbed.choice_text(testbed.calibration_profile(both)).startswith(
+        "1 of 2 settings meet the profile on val: `gap=-0.02`"
+    )
+    none = pd.concat([fake_runs(+0.05, 0.5), fake_runs(+0.02, 0.5)])
+    text = testbed.choice_text(testbed.calibration_profile(none))
+    assert text.startswith("None of the 2 settings") and "`gap=0.02`" in text
+
+
+def test_the_current_preset_is_named_in_the_grid_s_terms():
+    axes = (("data.audio_noise_dims", (1, 2)), ("data.shared_noise", (0.1, 0.2)))
+    label = testbed.preset_label(axes)
+    preset = testbed.synthetic.SYNTHETIC_PRESETS["kinetics"]
+    assert label == (f"data.audio_noise_dims={preset['audio']['noise_dims']}, "
+                     f"data.shared_noise={preset['shared_noise']}")  # fmt: skip
+    profile = testbed.calibration_profile(fake_runs(-0.02, 0.5))
+    assert testbed.choice_text(profile, "gap=-0.02").endswith("is among them.")
+    assert testbed.choice_text(profile, "other").endswith("(`other`) is not.")
