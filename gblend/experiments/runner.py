@@ -33,7 +33,9 @@ from gblend.results import UnitStore, unit_key
 from gblend.train import resolve_device
 
 
-@lru_cache(maxsize=4)
+# A grid iterates variants innermost: a sweep over data knobs needs one entry per setting and
+# seed in the cache (the 16 of the calibration grid), or every unit rebuilds its data.
+@lru_cache(maxsize=32)
 def _load(dataset: str, seed: int, knobs: tuple[tuple[str, Any], ...]) -> gdata.Dataset:
     return gdata.load(dataset, seed=seed, **dict(knobs))
 
