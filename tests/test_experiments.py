@@ -99,10 +99,10 @@ def test_paired_difference_and_direction():
 
 def fake_runs(
     joint_minus_uni: list[float], at_best_val: list[float] | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs and histories of a 2-modality data set with a chosen joint-vs-best difference at
+) -> pd.DataFrame:
+    """Runs of a 2-modality data set with a chosen joint-vs-best difference at
     the last epoch (and at the best val epoch: ``at_best_val``, default the same)."""
-    runs, hist = [], []
+    runs = []
     early = at_best_val or joint_minus_uni
     for seed, (delta, es_delta) in enumerate(zip(joint_minus_uni, early, strict=True)):
         for combo, n, test, val, train in (
@@ -119,51 +119,38 @@ def fake_runs(
                     "seed": seed,
                     "test_acc_last": test,
                     "val_acc_last": val,
+                    "train_subset_acc_last": train,
                     "test_acc": test + (es_delta - delta) * (n == 2),
                     "val_acc": val + (es_delta - delta) * (n == 2),
                 }
             )
-            for split, acc in (("train_subset", train), ("val", val)):
-                hist.append(
-                    {
-                        "dataset": "d",
-                        "variant": "",
-                        "combo": combo,
-                        "seed": seed,
-                        "epoch": 3,
-                        "head": "joint",
-                        "split": split,
-                        "acc": acc,
-                        "loss": 1 - acc,
-                    }
-                )
-    return pd.DataFrame(runs), pd.DataFrame(hist)
+    return pd.DataFrame(runs)
 
 
 def test_table1_verdicts_follow_the_numbers():
-    runs, hist = fake_runs([-0.05, -0.04, -0.06])
+    runs = fake_runs([-0.05, -0.04, -0.06])
     summary = ex.summarize(runs)
     row = summary.iloc[0]
     assert row.best_uni == "a" and row.delta == pytest.approx(-5.0)
     assert row.verdict == LOWER
-    verdicts = ex.claims(runs, hist).set_index("claim").verdict
+    verdicts = ex.claims(runs).set_index("claim").verdict
     assert verdicts[1] == "reproduced"
     assert verdicts[2] == "reproduced"  # joint fits train better and generalises worse
     assert verdicts[3] == "reproduced"  # b overfits most, joint more than a
 
-    better, hist = fake_runs([0.05, 0.04, 0.06])
+    better = fake_runs([0.05, 0.04, 0.06])
     assert ex.summarize(better).iloc[0].verdict == HIGHER
-    assert ex.claims(better, hist).set_index("claim").verdict[1] == "not reproduced"
+    assert ex.claims(better).set_index("claim").verdict[1] == "not reproduced"
 
 
 def test_claims_are_judged_on_the_fixed_schedule_with_early_stopping_beside():
     """Joint below the best uni-modal model at the last epoch, above it at the best val epoch:
     both rows are in the table, and claim 1 follows the last epoch."""
-    runs, hist = fake_runs([-0.05, -0.04, -0.06], at_best_val=[0.04, 0.05, 0.06])
+    runs = fake_runs([-0.05, -0.04, -0.06], at_best_val=[0.04, 0.05, 0.06])
     summary = ex.summarize(runs).set_index("selection")
     assert summary.verdict["last"] == LOWER and summary.delta["last"] == pytest.approx(-5.0)
     assert summary.verdict["best_val"] == HIGHER
-    claim1 = ex.claims(runs, hist).set_index("claim").loc[1]
+    claim1 = ex.claims(runs).set_index("claim").loc[1]
     assert claim1.verdict == "reproduced"
     assert "best val epoch (early stopping): 0 below, 1 above" in claim1.evidence
     shown = ex.side_by_side(ex.summarize(runs), gres.paper_table1())
