@@ -300,3 +300,22 @@ def test_recomputed_folders_are_compared_unit_by_unit(tmp_path):
     assert summary.test_acc_points_max.item() == pytest.approx(10.0)
     with pytest.raises(ValueError, match="no unit"):
         compare_folders(str(tmp_path / "empty"), "smoke", ("table1",), committed, "mfeat")
+
+
+def test_claims_on_policy_fallback_weights_are_undetermined():
+    from gblend.experiments.blending import _with_weight_health, offline_weight_health
+
+    def weights(modality_fallback: str, joint_fallback: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"combo": "a+b", "method": "offline", "super_epoch": 0, "seed": seed, "head": head,
+              "fallbacks": joint_fallback if head == "joint" else modality_fallback}
+             for seed in (0, 1) for head in ("a", "b", "joint")]  # fmt: skip
+        )
+
+    row = {"verdict": "reproduced", "evidence": "vs naive +1.0"}
+    fell = offline_weight_health(weights("min_weight", ""), "a+b")
+    assert fell == (True, "offline weights: 4 of 4 modality-head estimates are fallbacks")
+    assert _with_weight_health(row, *fell)["verdict"].startswith("undetermined")
+    estimated = offline_weight_health(weights("", "min_weight"), "a+b")
+    assert not estimated[0] and estimated[1].endswith("floor in seed 0, 1")
+    assert _with_weight_health(row, *estimated)["verdict"] == "reproduced"

@@ -256,9 +256,12 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
             )
         }
         seeds = min((x.n for x in d.values() if x is not None), default=0)
+        setting = weights[(weights.dataset == dataset) & (weights.variant == variant)]
+        health = offline_weight_health(setting, combo)
 
-        def claim(number, statement, parts, dataset=dataset, variant=variant, seeds=seeds):
-            row = _claim_row(dataset, number, statement, parts, seeds)
+        def claim(number, statement, parts, dataset=dataset, variant=variant, seeds=seeds,
+                  health=health):  # fmt: skip
+            row = _with_weight_health(_claim_row(dataset, number, statement, parts, seeds), *health)
             rows.append({"dataset": dataset, "variant": variant, **row})
 
         claim(
@@ -282,9 +285,37 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
                 "G-Blend works with more than two modalities",
                 [("vs naive", d["offline", "naive"]), ("vs best uni", d["offline", "best uni"])],
             )
-        setting = weights[(weights.dataset == dataset) & (weights.variant == variant)]
-        rows.append({"variant": variant, **_weight_claim(dataset, combo, sub, setting)})
+        row = _with_weight_health(_weight_claim(dataset, combo, sub, setting), *health)
+        rows.append({"variant": variant, **row})
     return pd.DataFrame(rows)
+
+
+def offline_weight_health(weights: pd.DataFrame, combo: str) -> tuple[bool, str]:
+    """Whether offline G-Blend's weights on ``combo`` are estimates at all: (every modality
+    head of every seed was set by the degenerate-case policy, a note counting the fallbacks
+    and naming the seeds whose fused head sits at the policy's floor, barely trained)."""
+    w = weights[(weights.combo == combo) & (weights.method == "offline")]
+    w = w[w.super_epoch == 0]
+    if w.empty:
+        return False, ""
+    modal = w[w["head"] != JOINT]
+    fell = modal.fallbacks.astype(bool)
+    note = (
+        f"offline weights: {int(fell.sum())} of {len(modal)} modality-head estimates are fallbacks"
+    )
+    starved = sorted(w[(w["head"] == JOINT) & w.fallbacks.astype(bool)].seed)
+    if starved:
+        note += f"; fused head at the policy's floor in seed {', '.join(map(str, starved))}"
+    return bool(fell.all()), note
+
+
+def _with_weight_health(row: dict, all_fallbacks: bool, note: str) -> dict:
+    """A claim on offline G-Blend is not evidence when its weights are all policy fallbacks."""
+    if not note:
+        return row
+    verdict = "undetermined (the weights are policy fallbacks)" if all_fallbacks else row["verdict"]
+    evidence = "; ".join(e for e in (row["evidence"], note) if e)
+    return {**row, "verdict": verdict, "evidence": evidence}
 
 
 def _weight_claim(dataset: str, combo: str, runs: pd.DataFrame, weights: pd.DataFrame):
