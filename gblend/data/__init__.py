@@ -77,6 +77,8 @@ for _module in (synthetic, avdigits, hapt, mfeat):
 BUILTIN_DATASETS: tuple[str, ...] = names()
 # split fractions are knobs of every dataset; heldout_frac is a named argument of `load`
 _COMMON_KNOBS: dict[str, float] = {"test_frac": TEST_FRAC, "val_frac": VAL_FRAC}
+# train_frac (1.0: all of it) thins the train split only; heldout, val and test stay
+TRAIN_FRAC = "train_frac"
 
 
 def modality_names(name: str) -> tuple[str, ...]:
@@ -91,7 +93,7 @@ def study_modalities(name: str) -> tuple[str, ...]:
 
 def knob_names(name: str) -> tuple[str, ...]:
     """The keyword knobs `load` accepts for this dataset (besides the named arguments)."""
-    return tuple(_COMMON_KNOBS) + tuple(get(name).knobs)
+    return (*_COMMON_KNOBS, TRAIN_FRAC, *get(name).knobs)
 
 
 def load(
@@ -112,6 +114,8 @@ def load(
         each split.
     heldout_frac: size of heldout V as a fraction of the training pool (paper: 8%).
     knobs: see `knob_names(name)` and the dataset module's docstring; unknown ones raise.
+        ``train_frac`` (every data set; 1.0 by default) keeps a seeded class-stratified
+        fraction of the train split, before standardisation; heldout, val and test stay.
     """
     entry = get(name)
     valid = knob_names(name)
@@ -124,7 +128,12 @@ def load(
         "heldout_frac": heldout_frac,
         **{k: float(knobs.pop(k, v)) for k, v in _COMMON_KNOBS.items()},
     }
-    # every input that shapes the arrays goes into the fingerprint and info
-    used = {"seed": seed, "max_samples": max_samples, **fracs, **entry.knobs, **knobs}
+    train_frac = float(knobs.pop(TRAIN_FRAC, 1.0))
+    if not 0 < train_frac <= 1:
+        raise ValueError(f"train_frac must be in (0, 1], got {train_frac}")
+    # every input that shapes the arrays goes into the fingerprint and info (train_frac only
+    # below 1, so that the whole train split keeps the fingerprint it always had)
+    thinned = {TRAIN_FRAC: train_frac} if train_frac < 1 else {}
+    used = {"seed": seed, "max_samples": max_samples, **fracs, **entry.knobs, **knobs, **thinned}
     ds = entry.build(seed, max_samples, fracs, used)
     return ds if modalities is None else ds.select(list(modalities))

@@ -25,6 +25,24 @@ def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return _sorted(keep)
 
 
+def thin_train(
+    splits: dict[str, np.ndarray], y: np.ndarray, frac: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Keep a seeded class-stratified fraction ``frac`` of the train split (the others stay).
+
+    The dropped samples belong to no split: a smaller training set with the same heldout V,
+    val and test, so that results at several fractions are compared on the same evaluation.
+    """
+    if not 0 < frac <= 1:
+        raise ValueError(f"train_frac must be in (0, 1], got {frac}")
+    train = splits["train"]
+    n = max(len(np.unique(y[train])), round(frac * len(train)))
+    if frac == 1 or n >= len(train):
+        return dict(splits)
+    keep = stratified_subsample(y[train], n, seed + 3)  # own stream, apart from the split seeds
+    return {**splits, "train": train[keep]}
+
+
 def stratified_splits(
     y: np.ndarray,
     seed: int,

@@ -152,7 +152,8 @@ def data_knobs(dataset: str, scale: Scale) -> dict[str, Any]:
 
 
 def combos(modalities: Sequence[str], rule: str) -> list[tuple[str, ...]]:
-    """Modality subsets by rule: every subset, the singles and the whole set, or the whole set."""
+    """Modality subsets by rule: every subset, the singles and the whole set, the whole set,
+    or the subsets a comma-separated list names (``"audio,rgb,audio+rgb"``)."""
     every = [
         c for r in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, r)
     ]
@@ -162,7 +163,15 @@ def combos(modalities: Sequence[str], rule: str) -> list[tuple[str, ...]]:
         return [c for c in every if len(c) in (1, len(modalities))]
     if rule == "study":
         return [tuple(modalities)]
-    raise GridError(f"unknown combination rule {rule!r}; valid: {', '.join(COMBO_RULES)}")
+    named = [tuple(c.strip().split("+")) for c in rule.split(",") if c.strip()]
+    unknown = [c for c in named if c not in every]
+    if not named or unknown:
+        raise GridError(
+            f"unknown combination rule {rule!r}: one of {', '.join(COMBO_RULES)}, or "
+            f"subsets of {'+'.join(modalities)} in their order, comma-separated "
+            f"({', '.join('+'.join(c) for c in unknown) or 'none given'} not among them)"
+        )
+    return named
 
 
 @dataclass(frozen=True)
@@ -203,8 +212,6 @@ class Grid:
         unknown = [m for m in methods if m not in gmethods.METHODS]
         if unknown or not methods:
             raise GridError(f"unknown methods {unknown}; valid: {', '.join(gmethods.METHODS)}")
-        if combos not in COMBO_RULES:
-            raise GridError(f"unknown combination rule {combos!r}; valid: {', '.join(COMBO_RULES)}")
         grid = cls(
             scale=resolved,
             datasets=tuple(parse_names(datasets, gdata.names(), "datasets")),
@@ -225,6 +232,8 @@ class Grid:
                 raise GridError(f"axis {name!r} has no values")
         for name, value in [*self.fixed, *((n, v) for n, vs in self.axes for v in vs)]:
             self._check_setting(name, value)
+        for dataset in self.datasets:
+            combos(gdata.study_modalities(dataset), self.combos)  # raises for unknown subsets
         if not self.seeds:
             raise GridError("a grid needs at least one seed")
         if self.scale.epochs < 1:
@@ -298,7 +307,12 @@ class Grid:
             params=entry.make_params(pick[method]).resolve(train.epochs),
             data_knobs={
                 **knobs,
-                **{k: v for k, v in pick["data"].items() if k in gdata.knob_names(dataset)},
+                **{
+                    k: v
+                    for k, v in pick["data"].items()
+                    # train_frac=1 is the whole train split: the unit of every other chapter
+                    if k in gdata.knob_names(dataset) and not (k == gdata.TRAIN_FRAC and v == 1)
+                },
             },
             variant=tuple((n, v) for n, v in variant),
         )

@@ -26,6 +26,8 @@ class Experiment:
     datasets: str = "all"  # the default data sets
     seeds: int | str = 0  # the default seeds (0: the scale's)
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the default swept settings
+    # swept at full only, beside ``axes``: the wider sweeps a CPU cannot afford
+    full_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def grid(
         self,
@@ -36,8 +38,10 @@ class Experiment:
         device: str = "auto",
         fixed: Mapping[str, Any] | None = None,
         axes: Mapping[str, Sequence[Any]] | None = None,
+        combos: str = "",
     ) -> Grid:
-        """The experiment's grid from a notebook's parameters (``"all"``/0: the defaults)."""
+        """The experiment's grid from a notebook's parameters (``"all"``/0/``""``: the
+        defaults)."""
         chosen = self.datasets if datasets in (None, "", "all") else datasets
         return Grid.resolve(
             scale=scale,
@@ -45,10 +49,14 @@ class Experiment:
             methods=self.methods,
             seeds=seeds or self.seeds,
             epochs=epochs,
-            combos=self.combos,
+            combos=combos or self.combos,
             device=device,
             fixed=fixed,
-            axes={**{name: list(values) for name, values in self.axes}, **dict(axes or {})},
+            axes={
+                **{name: list(values) for name, values in self.axes},
+                **{name: list(values) for name, values in self.full_axes if scale == "full"},
+                **dict(axes or {}),
+            },
         )
 
 
@@ -90,6 +98,33 @@ EXPERIMENTS: dict[str, Experiment] = {
                 ("data.flow_noise_dims", (128, 512)),
                 ("data.shared_noise", (0.9, 0.97)),
             ),
+        ),
+        # The mechanism's dose-response on the testbed: the weak modality's memorisability
+        # (0 noise dims: the control) x the size of the train split (V, val, test unchanged).
+        Experiment(
+            "dose_response",
+            "testbed_dose_response",
+            "none (the paper's explanation of claim 1, Section 3)",
+            ("naive",),
+            "audio,rgb,audio+rgb",
+            datasets="synthetic",
+            seeds=5,
+            axes=(
+                ("data.audio_noise_dims", (0, 96, 384, 1536)),
+                ("data.train_frac", (1.0, 0.5, 0.25, 0.125)),
+            ),
+        ),
+        # Where naive fusion fails on the real data: train-split size (x encoder width at full)
+        Experiment(
+            "regime",
+            "regime_map",
+            "none (claim 1 and Table 2 across data regimes)",
+            ("naive", "offline", "uniform"),
+            "unimodal+study",
+            datasets="avdigits,hapt,mfeat",
+            seeds=5,
+            axes=(("data.train_frac", (1.0, 0.5, 0.2, 0.1)),),
+            full_axes=(("model.hidden", (128, 512)),),
         ),
     )
 }
