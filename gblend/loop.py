@@ -9,7 +9,8 @@ data and its splits, and the loss weights. What a run *is* lives here, once:
   weights (:func:`check_loss_weights`: ``None`` means every head with weight 1; unknown heads,
   negative, non-finite or all-zero weights are errors);
 * the data a run sees: T' drawn from the seed (:func:`split_indices`), and each epoch's
-  mini-batch order from a generator seeded with it (:meth:`Run.epoch_order`);
+  mini-batch order (``passes_per_epoch`` shuffled passes over train) from a generator seeded
+  with it (:meth:`Run.epoch_order`);
 * the objective, the weighted sum of the heads' mean cross-entropies (:func:`weighted_loss`);
 * the learning-rate schedule (:func:`scheduled_lr`, PyTorch's ``MultiStepLR`` exactly);
 * the bookkeeping (:class:`Run`): the history rows, the best val epoch of ``select_head``,
@@ -56,8 +57,8 @@ def optimizer_name(config: TrainConfig) -> str:
 
 
 def check_config(config: TrainConfig) -> None:
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
+    if config.epochs < 1 or config.batch_size < 1 or config.passes_per_epoch < 1:
+        raise ValueError("epochs, batch_size and passes_per_epoch must be positive")
     optimizer_name(config)
 
 
@@ -152,8 +153,13 @@ class Run:
         return scheduled_lr(self.config, epoch)
 
     def epoch_order(self) -> torch.Tensor:
-        """The train indices in this epoch's (the next draw's) order."""
-        return self.train_index[torch.randperm(len(self.train_index), generator=self.shuffle)]
+        """The train indices in this epoch's (the next draws') order: ``passes_per_epoch``
+        shuffled passes over train, one after the other."""
+        n = len(self.train_index)
+        passes = [
+            torch.randperm(n, generator=self.shuffle) for _ in range(self.config.passes_per_epoch)
+        ]
+        return self.train_index[torch.cat(passes)]
 
     def trained(self, epoch: int, loss: float) -> None:
         """Epoch ``epoch`` was trained and its last mini-batch had loss ``loss``."""

@@ -30,6 +30,11 @@ def _show_markdown(text: str) -> None:
     display(Markdown(text))
 
 
+def show_findings(lines: Sequence[str]) -> None:
+    """Computed sentences shown on the page as a bullet list."""
+    _show_markdown("\n".join(f"- {line}" for line in lines))
+
+
 def _seed_text(seeds: Sequence[int]) -> str:
     seeds = sorted(seeds)
     if not seeds:

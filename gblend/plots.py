@@ -211,3 +211,80 @@ def probe_accuracy(probes: pd.DataFrame, split: str = "test") -> plt.Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _interval_lines(ax, table: pd.DataFrame, x: str, y: str, by: str, label: str) -> None:
+    """Means with 95% interval bars of ``y`` over ``x``, one line per value of ``by``."""
+    for value, part in table.sort_values(x).groupby(by, sort=True):
+        ax.errorbar(
+            part[x].astype(str),
+            part[y],
+            yerr=[part[y] - part[f"{y}_low"], part[f"{y}_high"] - part[y]],
+            marker="o",
+            capsize=3,
+            label=f"{label} {value}",
+        )
+
+
+def dose_response(table: pd.DataFrame, dose: str = "audio_noise_dims") -> plt.Figure:
+    """The gap joint - best uni-modal (points) and each model's overfitting (heldout - T'
+    loss) over the weak modality's noise dimensions, one line per train-split size; bars are
+    95% intervals over seeds. ``table``: :func:`gblend.experiments.regimes.dose_response`."""
+    style()
+    models = [c.removeprefix("overfit_") for c in table.columns if c.startswith("overfit_")]
+    models = [m for m in models if not m.endswith(("_low", "_high"))]
+    fig, axes = _grid(1 + len(models), width=5.2, height=3.4)
+    ax = next(axes)
+    _interval_lines(ax, table, dose, "gap", "n_train", "train")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title="joint - best uni-modal", xlabel=dose, ylabel="test accuracy (points)")
+    ax.legend(fontsize=7)
+    for ax, model in zip(axes, models, strict=False):
+        _interval_lines(ax, table, dose, f"overfit_{model}", "n_train", "train")
+        ax.set(title=f"overfitting: {model}", xlabel=dose, ylabel="heldout - T' loss")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def regime_map(table: pd.DataFrame) -> plt.Figure:
+    """Per data set: naive - best uni-modal and offline G-Blend - naive (test accuracy points)
+    over the fraction of the train split kept, one line style per encoder width where the
+    map sweeps it; bars are 95% intervals over seeds. ``table`` comes from
+    :func:`gblend.experiments.regimes.regime_map`."""
+    style()
+    datasets = list(dict.fromkeys(table.dataset))
+    fig, axes = _grid(len(datasets), width=5.2, height=3.4)
+    widths = sorted(table.hidden.unique()) if "hidden" in table else [None]
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = table[table.dataset == dataset]
+        for width, style_ in zip(widths, ("-", "--"), strict=False):
+            part = sub if width is None else sub[sub.hidden == width]
+            part = part.sort_values("train_frac")
+            suffix = "" if width is None else f", width {width}"
+            for column, colour, label in (
+                ("naive_vs_uni", "tab:green", "naive - best uni"),
+                ("offline_vs_naive", "tab:red", "offline - naive"),
+            ):
+                ax.errorbar(
+                    part.train_frac,
+                    part[column],
+                    yerr=[
+                        part[column] - part[f"{column}_low"],
+                        part[f"{column}_high"] - part[column],
+                    ],
+                    marker="o",
+                    capsize=3,
+                    color=colour,
+                    linestyle=style_,
+                    label=label + suffix,
+                )
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(
+            sorted(sub.train_frac.unique()), [f"{f:g}" for f in sorted(sub.train_frac.unique())]
+        )
+        ax.set(title=dataset, xlabel="fraction of the train split", ylabel="test accuracy (points)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -56,6 +56,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_milestones: tuple[int, ...] = ()  # epochs after which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    # An epoch is this many shuffled passes over train: a train split thinned to 1/k runs k
+    # passes, so every size gets the same SGD steps, schedule and evaluations (not 1/k of them)
+    passes_per_epoch: int = 1
     patience: int | None = None  # stop after this many epochs without a better val accuracy
     select_head: str = "joint"  # the head whose val accuracy selects the best epoch
     restore_best: bool = True  # end with the weights of the best val epoch

@@ -97,6 +97,11 @@ def test_named_combinations_and_the_whole_train_split_share_the_default_units():
     whole, half = ([u for u in swept if u.variant == (("data.train_frac", f),)] for f in (1, 0.5))
     assert {unit_key(u.config(), "fp") for u in whole} <= default  # the same runs, reused
     assert all(u.data_knobs["train_frac"] == 0.5 for u in half)
+    # the same SGD steps: twice the passes over half the data
+    assert {(u.train.passes_per_epoch, u.train.epochs) for u in half} == {
+        (2, whole[0].train.epochs)
+    }
+    assert all(u.train.passes_per_epoch == 1 for u in whole)
     assert not {unit_key(u.config(), "fp") for u in half} & default
 
 
@@ -117,6 +122,7 @@ def test_named_combinations_and_the_whole_train_split_share_the_default_units():
         ({"axes": {"train.lr": []}}, "no values"),
         ({"combos": "pix+kar"}, "combination rule 'pix\\+kar'"),
         ({"combos": "everything"}, "combination rule 'everything'"),
+        ({"axes": {"data.train_frac": [0.5, 0.0]}}, "train_frac must be in"),
     ],
 )
 def test_impossible_grids_raise_a_named_error_before_any_compute(changes, message):

@@ -175,7 +175,8 @@ def reference_run(model, x, y, splits, cfg, segments):
         while epoch < last and not stopped:
             epoch += 1
             model.train()
-            order = torch.randperm(len(train), generator=shuffle)
+            passes = range(cfg.passes_per_epoch)
+            order = torch.cat([torch.randperm(len(train), generator=shuffle) for _ in passes])
             for start in range(0, len(order), cfg.batch_size):
                 batch = train[order[start : start + cfg.batch_size]]
                 logits = model({m: t[batch] for m, t in x.items()})
@@ -220,6 +221,8 @@ REFERENCE_CASES = {
         [(3, {"a": 1.0, "b": 0.0}, False), (2, None, True)],
     ),
     "patience_across_calls": (dict(patience=1), [(3, None, False), (5, {JOINT: 1.0}, True)]),
+    # a thinned train split: an epoch is three shuffled passes over train
+    "three_passes_per_epoch": (dict(passes_per_epoch=3, seed=2), [(3, {JOINT: 1.0}, True)]),
 }
 
 

@@ -4,7 +4,9 @@ the units (training runs) to do, as ``sklearn.model_selection.ParameterGrid`` yi
 Axes: data sets, modality combinations (a rule), methods with their typed parameters, seeds,
 and any number of swept settings named ``train.<field>`` (optimizer, lr, ...), ``model.<field>``
 (dropout, widths, ...), ``data.<knob>`` (a knob of the data sets that have it) or
-``<method>.<parameter>`` (applied to that method's units only). The
+``<method>.<parameter>`` (applied to that method's units only). ``data.train_frac`` (every
+data set) thins the train split to a fraction f and sets ``passes_per_epoch`` to 1/f, so
+that smaller training sets get the same SGD steps and schedule, not fewer. The
 notebook conventions ("0 means the scale's default", ``"all"``, comma-separated lists) are
 parsed here and nowhere else; impossible values raise a :class:`GridError` before any compute.
 """
@@ -25,6 +27,9 @@ from gblend.train import OPTIMIZERS, TrainConfig
 # Settings that change where, how fast or how visibly a run happens, not its result (beyond
 # floating-point rounding, as running on another device does).
 _NOT_HASHED = ("device", "progress", "eval_batch_size")
+# Settings added after results were first keyed: left out of a key at their default, so that
+# every earlier key stands.
+_HASHED_UNLESS_DEFAULT = {"passes_per_epoch": 1}
 COMBO_RULES = ("all", "unimodal+study", "study")
 
 
@@ -63,7 +68,11 @@ class Unit:
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the result (hashed into the cache key)."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
+        train = {
+            k: v
+            for k, v in asdict(self.train).items()
+            if k not in _NOT_HASHED and _HASHED_UNLESS_DEFAULT.get(k, object()) != v
+        }
         return {
             "experiment": self.store,
             "dataset": self.dataset,
@@ -245,7 +254,7 @@ class Grid:
             valid = [f.name for f in fields(TrainConfig) if f.name not in ("seed", "device")]
             if key == "optimizer" and value not in OPTIMIZERS:
                 raise GridError(f"unknown optimizer {value!r}; valid: {', '.join(OPTIMIZERS)}")
-            if key in ("lr", "epochs", "batch_size") and not value > 0:
+            if key in ("lr", "epochs", "batch_size", "passes_per_epoch") and not value > 0:
                 raise GridError(f"{name} must be positive, got {value!r}")
         elif group == "model":
             valid = [f.name for f in fields(ModelConfig)]
@@ -253,6 +262,8 @@ class Grid:
                 raise GridError(f"model.dropout must be in [0, 1), got {value!r}")
         elif group == "data":
             valid = sorted({k for d in self.datasets for k in gdata.knob_names(d)})
+            if key == gdata.TRAIN_FRAC and not 0 < value <= 1:
+                raise GridError(f"data.train_frac must be in (0, 1], got {value!r}")
         elif group in gmethods.METHODS:
             valid = [f.name for f in fields(gmethods.get(group).params)]
         else:
@@ -294,6 +305,10 @@ class Grid:
             for group in ("train", "model", "data", method)
         }
         train = train_config(self.scale, seed, device=self.device, **pick["train"])
+        frac = pick["data"].get(gdata.TRAIN_FRAC, 1)
+        if frac < 1 and "passes_per_epoch" not in pick["train"]:
+            # a thinned train split keeps the schedule's SGD steps (see TrainConfig)
+            train = replace(train, passes_per_epoch=max(1, round(1 / frac)))
         model = replace(ModelConfig(modality_heads=entry.multi_head), **pick["model"])
         return Unit(
             store=entry.store,

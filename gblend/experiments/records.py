@@ -187,6 +187,7 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
             "data_fingerprint": rec.data_fingerprint,
             "key": rec.key,
             "n_modalities": len(rec.modalities),
+            "n_train": rec.split_sizes.get("train"),
             "estimation_epochs": rec.estimation_epochs,
             "estimation_seconds": rec.estimation_seconds,
             **rec.metrics,

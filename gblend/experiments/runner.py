@@ -16,7 +16,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -172,7 +172,9 @@ def _plan(
         store, key = _location(unit, results_dir)
         found = store.load(unit.dataset, key)
         if found is not None:
-            records[i] = RunRecord.from_json(found)
+            # the grid names the variant: a sweep's default setting may be another grid's unit
+            variant = [[k, v] for k, v in unit.variant]
+            records[i] = replace(RunRecord.from_json(found), variant=variant)
         elif run_missing:
             batchable = gmethods.get(unit.method).batch_weights is not None
             group = batch_key(unit) if batch_runs > 1 and batchable else str(i)

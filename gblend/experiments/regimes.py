@@ -1,0 +1,211 @@
+"""Where naive fusion falls below the best single modality, swept over settings.
+
+The dose-response (the synthetic testbed): the gap joint - best uni-modal and each model's
+overfitting over the weak modality's memorisability (its sample-specific noise dimensions, 0
+the control) and the size of the train split. The regime map (the real data): best uni-modal,
+naive, equal-weight and offline G-Blend over the train split's size (and encoder width at
+full). Both read the fixed schedule (the last epoch) unless told otherwise; every interval is a
+paired 95% t-interval over seeds, within one setting.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from scipy import stats as sstats
+
+from gblend.experiments.blending import compare_methods, offline_weight_health
+from gblend.experiments.stats import HIGHER, LOWER, paired_difference
+from gblend.experiments.table1 import summarize
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def setting(variant: str) -> dict[str, Any]:
+    """A variant label as ``{short name: value}``: ``"data.train_frac=0.5"`` ->
+    ``{"train_frac": 0.5}`` (``""``, the default setting, -> ``{}``)."""
+    out = {}
+    for part in filter(None, variant.split(", ")):
+        name, _, value = part.partition("=")
+        out[name.rsplit(".", 1)[-1]] = _value(value)
+    return out
+
+
+def with_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with one column per swept setting, parsed from its ``variant`` column."""
+    parsed = pd.DataFrame([setting(v) for v in frame.variant], index=frame.index)
+    return pd.concat([frame, parsed], axis=1)
+
+
+def _overfitting(runs: pd.DataFrame, combo: str) -> dict[str, float]:
+    """heldout minus T' loss at the last epoch: mean and 95% interval over seeds."""
+    rows = runs[runs.combo == combo].sort_values("seed")
+    diff = paired_difference(rows.heldout_loss_last, rows.train_subset_loss_last)
+    return {"mean": diff.mean, "low": diff.low, "high": diff.high}
+
+
+def dose_response(
+    runs: pd.DataFrame, combo: str = "audio+rgb", selection: str = "last"
+) -> pd.DataFrame:
+    """One row per setting: the train split's size, the gap (test accuracy, points) of
+    ``combo`` to its best constituent modality with its interval and verdict, and the
+    overfitting (heldout - T' loss) of every model of ``combo``."""
+    gaps = summarize(runs, selections=(selection,))
+    gaps = gaps[gaps.multi_modal == combo].set_index("variant")
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        gap = gaps.loc[variant]
+        row = setting(variant) | {
+            "n_train": int(group.n_train.iloc[0]),
+            "best_uni": gap.best_uni,
+            "gap": gap.delta,
+            "gap_low": gap.delta_low,
+            "gap_high": gap.delta_high,
+            "verdict": gap.verdict,
+            "seeds": int(gap.seeds),
+        }
+        for model in [*combo.split("+"), combo]:
+            over = _overfitting(group, model)
+            name = "joint" if model == combo else model
+            row |= {f"overfit_{name}": over["mean"], f"overfit_{name}_low": over["low"]}
+            row[f"overfit_{name}_high"] = over["high"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dose_findings(table: pd.DataFrame, dose: str = "audio_noise_dims") -> list[str]:
+    """Sentences that hold the dose-response against the paper's explanation: no gap without
+    memorisable dimensions (the control), a gap that grows with them and shrinks with data.
+    Each sentence says what the numbers show, whether it matches or not."""
+    control = table[table[dose] == 0]
+    below_control = int((control.verdict == LOWER).sum())
+    out = [
+        f"Control (0 noise dimensions): the joint model is detectably below its best "
+        f"uni-modal model at {below_control} of {len(control)} training-set sizes "
+        + ("(expected: none)." if below_control else "(as expected: none).")
+    ]
+    rho = sstats.spearmanr(table[dose], table.gap).statistic
+    grows = [
+        int(size)
+        for size, part in table.groupby("n_train")
+        if part.sort_values(dose).gap.iloc[-1] < part.sort_values(dose).gap.iloc[0]
+    ]
+    sizes = table.n_train.nunique()
+    out.append(
+        f"Memorisability: at {len(grows)} of {sizes} sizes the gap at the most noise "
+        f"dimensions is below the gap at 0; rank correlation of gap with noise dimensions "
+        f"{rho:+.2f} over all {len(table)} cells "
+        + ("(expected: negative)." if rho >= 0 else "(negative, as expected).")
+    )
+    noisy = table[table[dose] > 0]
+    shrinks = [
+        d
+        for d, part in noisy.groupby(dose)
+        if part.sort_values("n_train").gap.iloc[-1] > part.sort_values("n_train").gap.iloc[0]
+    ]
+    out.append(
+        f"Data: with memorisable dimensions, the gap at the largest train split is above the "
+        f"gap at the smallest for {len(shrinks)} of {noisy[dose].nunique()} noise levels "
+        "(expected: all)."
+    )
+    lower = table[table.verdict == LOWER]
+    out.append(
+        f"Detectable: naive fusion is detectably below its best uni-modal model in "
+        f"{len(lower)} of {len(table)} cells"
+        + (
+            ": "
+            + "; ".join(f"{int(r[dose])} dims, {int(r.n_train)} train" for _, r in lower.iterrows())
+            if len(lower)
+            else ""
+        )
+        + f"; detectably above in {int((table.verdict == HIGHER).sum())}."
+    )
+    return out
+
+
+def _weight_note(weights: pd.DataFrame, dataset: str, variant: str, combo: str) -> str:
+    if weights.empty:
+        return ""
+    part = weights[(weights.dataset == dataset) & (weights.variant == variant)]
+    return offline_weight_health(part, combo)[1].removeprefix("offline weights: ")
+
+
+def regime_map(
+    runs: pd.DataFrame, weights: pd.DataFrame | None = None, selection: str = "last"
+) -> pd.DataFrame:
+    """One row per data set and setting: test accuracy (%) of best uni-modal, naive,
+    equal-weight and offline G-Blend on the study combination, naive - best uni and
+    offline - naive with their intervals and verdicts, and how many offline weights were
+    policy fallbacks."""
+    compared = compare_methods(runs, selections=(selection,))
+    rows = []
+    for (dataset, variant), part in compared.groupby(["dataset", "variant"], sort=False):
+        by = part.set_index("method")
+        naive, offline = by.loc["naive"], by.loc["offline"]
+        combo = str(naive.combo)
+        row = {"dataset": dataset, **setting(variant), "combo": combo}
+        row["n_train"] = int(
+            runs[(runs.dataset == dataset) & (runs.variant == variant)].n_train.max()
+        )
+        row |= {f"{m} acc": by.loc[m, "acc"] for m in ("best uni", "naive", "uniform", "offline")}
+        row |= {
+            "best_uni": naive.best_uni,
+            "naive_vs_uni": naive.vs_uni,
+            "naive_vs_uni_low": naive.vs_uni_low,
+            "naive_vs_uni_high": naive.vs_uni_high,
+            "naive_vs_uni_verdict": naive.vs_uni_verdict,
+            "offline_vs_naive": offline.vs_naive,
+            "offline_vs_naive_low": offline.vs_naive_low,
+            "offline_vs_naive_high": offline.vs_naive_high,
+            "offline_vs_naive_verdict": offline.vs_naive_verdict,
+            "offline_weights": _weight_note(
+                weights if weights is not None else pd.DataFrame(), dataset, variant, combo
+            ),
+            "seeds": int(naive.seeds),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def regime_findings(table: pd.DataFrame) -> list[str]:
+    """Where naive fusion is detectably below / above the best uni-modal model, and whether
+    offline G-Blend's gain over naive tracks naive's gap (rank correlation over the cells)."""
+
+    def cells(mask: pd.Series) -> str:
+        part = table[mask]
+        return (
+            "; ".join(
+                f"{r.dataset} at {r.train_frac:g} of train"
+                + (f", width {r.hidden}" if "hidden" in r else "")
+                for r in part.itertuples()
+            )
+            or "none"
+        )
+
+    below = table.naive_vs_uni_verdict == LOWER
+    above = table.naive_vs_uni_verdict == HIGHER
+    rho = sstats.spearmanr(table.naive_vs_uni, table.offline_vs_naive).statistic
+    gains = int((table.offline_vs_naive_verdict == HIGHER).sum())
+    return [
+        f"Naive fusion detectably below the best uni-modal model in {int(below.sum())} of "
+        f"{len(table)} cells: {cells(below)}.",
+        f"Detectably above in {int(above.sum())}: {cells(above)}.",
+        f"Offline G-Blend detectably above naive in {gains} of {len(table)} cells; rank "
+        f"correlation between naive's gap and offline's gain over naive {rho:+.2f} "
+        f"({len(table)} cells; the paper's account expects a negative one: the larger naive's "
+        "deficit, the larger G-Blend's gain).",
+    ]
+
+
+def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 1):
+    """A formatted view of a dose-response or regime table (numbers at ``precision``)."""
+    numbers = [c for c in columns if pd.api.types.is_float_dtype(table[c])]
+    return table[list(columns)].style.hide(axis="index").format(precision=precision, subset=numbers)

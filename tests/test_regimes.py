@@ -1,0 +1,112 @@
+"""The dose-response and the regime map: gaps over swept settings, read per setting."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gblend.experiments import regimes
+
+SEEDS = range(5)
+
+
+def _run(variant, combo, method, seed, acc, n_train, overfit=0.1, dataset="synthetic"):
+    return {
+        "dataset": dataset,
+        "variant": variant,
+        "combo": combo,
+        "method": method,
+        "seed": seed,
+        "n_modalities": combo.count("+") + 1,
+        "n_train": n_train,
+        "val_acc_last": acc,
+        "test_acc_last": acc,
+        "heldout_loss_last": 1.0 + overfit,
+        "train_subset_loss_last": 1.0,
+    }
+
+
+def _dose_runs(gap_at):
+    """audio below rgb; the joint model ``gap_at(dims, n)`` points from rgb, +-0.2 per seed."""
+    rows = []
+    for dims in (0, 1536):
+        for frac, n in ((1.0, 2000), (0.25, 500)):
+            variant = f"data.audio_noise_dims={dims}, data.train_frac={frac}"
+            for seed in SEEDS:
+                jitter = (seed - 2) * 0.002
+                rows += [
+                    _run(variant, "audio", "naive", seed, 0.3 + jitter, n, overfit=dims / 1000),
+                    _run(variant, "rgb", "naive", seed, 0.7 + jitter, n),
+                    _run(
+                        variant, "audio+rgb", "naive", seed,
+                        0.7 + gap_at(dims, n) / 100 + jitter * (seed % 2), n, overfit=0.5,
+                    ),
+                ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_setting_parses_variant_labels():
+    assert regimes.setting("data.audio_noise_dims=96, data.train_frac=0.25") == {
+        "audio_noise_dims": 96,
+        "train_frac": 0.25,
+    }
+    assert regimes.setting("") == {}
+    assert regimes.setting("train.optimizer=adam") == {"optimizer": "adam"}
+
+
+def test_dose_response_finds_a_gap_where_there_is_one_and_only_there():
+    runs = _dose_runs(lambda dims, n: -3.0 if dims else 0.5)
+    table = regimes.dose_response(runs)
+    assert len(table) == 4 and set(table.best_uni) == {"rgb"}
+    noisy = table[table.audio_noise_dims == 1536]
+    assert (noisy.verdict == "lower").all()
+    np.testing.assert_allclose(noisy.gap, -3.0, atol=0.2)
+    assert (table[table.audio_noise_dims == 0].verdict != "lower").all()
+    np.testing.assert_allclose(table.overfit_audio.sort_values(), [0, 0, 1.536, 1.536])
+    np.testing.assert_allclose(table.overfit_joint, 0.5)
+    assert table.n_train.isin([2000, 500]).all()
+    findings = regimes.dose_findings(table)
+    assert findings[0].startswith("Control") and "at 0 of 2" in findings[0]
+    assert "at 2 of 2 sizes" in findings[1]
+    assert "in 2 of 4 cells" in findings[3]
+
+
+def test_dose_findings_say_when_the_control_shows_a_gap_and_data_do_not_help():
+    table = regimes.dose_response(_dose_runs(lambda dims, n: -3.0 if n == 2000 else -1.0))
+    findings = regimes.dose_findings(table)
+    assert "at 2 of 2 training-set sizes (expected: none)" in findings[0]
+    assert "for 0 of 1 noise levels" in findings[2]
+
+
+def _regime_runs():
+    """naive 4 points below image at 0.1 of train, 1 above at 1.0; offline recovers 3."""
+    rows = []
+    for frac, naive_gap, n in ((1.0, 1.0, 5000), (0.1, -4.0, 500)):
+        variant = f"data.train_frac={frac}"
+        for seed in SEEDS:
+            j = (seed - 2) * 0.001
+            common = {"variant": variant, "seed": seed, "n_train": n, "dataset": "avdigits"}
+            rows += [
+                _run(combo="image", method="naive", acc=0.9 + j, **common),
+                _run(combo="audio", method="naive", acc=0.6 + j, **common),
+                _run(combo="image+audio", method="naive", acc=0.9 + naive_gap / 100 + j, **common),
+                _run(combo="image+audio", method="uniform", acc=0.9 + j, **common),
+                _run(
+                    combo="image+audio", method="offline",
+                    acc=0.9 + (naive_gap + 3 * (frac < 1)) / 100 + j * (seed % 2), **common,
+                ),
+            ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_regime_map_reads_naive_against_best_uni_and_offline_against_naive():
+    table = regimes.regime_map(_regime_runs()).set_index("train_frac")
+    assert table.loc[0.1, "naive_vs_uni_verdict"] == "lower"
+    assert table.loc[1.0, "naive_vs_uni_verdict"] == "higher"
+    assert table.loc[0.1, "naive_vs_uni"] == pytest.approx(-4.0)
+    assert table.loc[0.1, "offline_vs_naive"] == pytest.approx(3.0, abs=0.2)
+    assert table.loc[0.1, "offline_vs_naive_verdict"] == "higher"
+    assert table.loc[1.0, "best_uni"] == "image" and table.loc[0.1, "n_train"] == 500
+    findings = regimes.regime_findings(table.reset_index())
+    assert "below the best uni-modal model in 1 of 2 cells: avdigits at 0.1 of train" in findings[0]
+    assert "above in 1: avdigits at 1 of train" in findings[1]
+    assert "correlation between naive's gap and offline's gain over naive -1.00" in findings[2]
