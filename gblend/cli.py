@@ -70,16 +70,17 @@ def select_notebooks(notebooks_dir: Path, only: Sequence[str] | None) -> list[Pa
 
 
 def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
-    """``published`` is ``full`` where every full-scale result of the notebook's experiment is
-    in ``results_dir`` (so the book never trains at full scale on a CPU), else ``cpu``."""
+    """``published`` is ``full`` where every full-scale result of the notebook's experiments
+    is in ``results_dir`` (so the book never trains at full scale on a CPU), else ``cpu``."""
     if scale != "published":
         return scale
     from gblend import experiments  # torch is heavy: import only when needed
 
-    experiment = experiments.for_notebook(notebook.stem)
-    if experiment is None:  # a page without a grid of its own (the benchmark)
+    shown = experiments.for_notebook(notebook.stem)
+    if not shown:  # a page without a grid of its own (the benchmark)
         return "cpu"
-    return "full" if experiments.is_complete(experiment.name, "full", str(results_dir)) else "cpu"
+    complete = all(experiments.is_complete(e.name, "full", str(results_dir)) for e in shown)
+    return "full" if complete else "cpu"
 
 
 def run_notebook(

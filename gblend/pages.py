@@ -35,6 +35,26 @@ def show_findings(lines: Sequence[str]) -> None:
     _show_markdown("\n".join(f"- {line}" for line in lines))
 
 
+def swept_axes_text(grid: ex.Grid, experiment: str) -> str:
+    """The settings a page's grid sweeps, and those its experiment sweeps at ``full`` only
+    that this grid does not (said as not run here, never as a result)."""
+    swept = "; ".join(f"`{name}` ∈ {{{', '.join(map(str, v))}}}" for name, v in grid.axes)
+    text = swept or "nothing"
+    names = {name for name, _ in grid.axes}
+    wider = [
+        f"`{name}` ∈ {{{', '.join(map(str, v))}}}"
+        for name, v in ex.EXPERIMENTS[experiment].full_axes
+        if name not in names or dict(grid.axes)[name] != tuple(v)
+    ]
+    if grid.scale.name != "full" and wider:
+        text += f". At `full` scale the grid sweeps {'; '.join(wider)}; not run in this build"
+    return text
+
+
+def glue_swept_axes(page: Page) -> None:
+    _glue("swept_axes", swept_axes_text(page.grid, page.experiment))
+
+
 def _seed_text(seeds: Sequence[int]) -> str:
     seeds = sorted(seeds)
     if not seeds:

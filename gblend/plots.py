@@ -213,13 +213,21 @@ def probe_accuracy(probes: pd.DataFrame, split: str = "test") -> plt.Figure:
     return fig
 
 
+def _bars(table: pd.DataFrame, column: str) -> list[pd.Series]:
+    """Error bars from ``<column>_low``/``_high``; none where an interval is unbounded (one
+    seed)."""
+    low = (table[column] - table[f"{column}_low"]).where(lambda d: d.abs() < float("inf"), 0)
+    high = (table[f"{column}_high"] - table[column]).where(lambda d: d.abs() < float("inf"), 0)
+    return [low, high]
+
+
 def _interval_lines(ax, table: pd.DataFrame, x: str, y: str, by: str, label: str) -> None:
     """Means with 95% interval bars of ``y`` over ``x``, one line per value of ``by``."""
     for value, part in table.sort_values(x).groupby(by, sort=True):
         ax.errorbar(
             part[x].astype(str),
             part[y],
-            yerr=[part[y] - part[f"{y}_low"], part[f"{y}_high"] - part[y]],
+            yerr=_bars(part, y),
             marker="o",
             capsize=3,
             label=f"{label} {value}",
@@ -269,10 +277,7 @@ def regime_map(table: pd.DataFrame) -> plt.Figure:
                 ax.errorbar(
                     part.train_frac,
                     part[column],
-                    yerr=[
-                        part[column] - part[f"{column}_low"],
-                        part[f"{column}_high"] - part[column],
-                    ],
+                    yerr=_bars(part, column),
                     marker="o",
                     capsize=3,
                     color=colour,

@@ -87,6 +87,14 @@ def test_axes_multiply_the_grid_and_name_each_variant():
     assert len(keys) == len(swept)  # every variant is its own unit
 
 
+def test_a_swept_schedule_length_moves_the_learning_rate_step_with_it():
+    grid = ex.EXPERIMENTS["table1"].grid("cpu", "mfeat", axes={"train.epochs": [15, 30, 60]})
+    schedules = {(u.train.epochs, u.train.lr_milestones) for u in grid}
+    assert schedules == {(15, (9,)), (30, (18,)), (60, (36,))}
+    default = {unit_key(u.config(), "fp") for u in ex.EXPERIMENTS["table1"].grid("cpu", "mfeat")}
+    assert {unit_key(u.config(), "fp") for u in grid if u.train.epochs == 30} == default
+
+
 def test_named_combinations_and_the_whole_train_split_share_the_default_units():
     named = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat", combos="pix,pix+fou")
     assert [u.combo for u in named] == ["pix", "pix+fou"]

@@ -68,6 +68,9 @@ def test_dose_response_finds_a_gap_where_there_is_one_and_only_there():
     assert findings[0].startswith("Control") and "at 0 of 2" in findings[0]
     assert "at 2 of 2 sizes" in findings[1]
     assert "in 2 of 4 cells" in findings[3]
+    assert "With 5 seeds a cell detects a difference of about" in findings[3]
+    one_seed = regimes.dose_response(runs[runs.seed == 0])
+    assert "With one seed per cell nothing is detectable." in regimes.dose_findings(one_seed)[3]
 
 
 def test_dose_findings_say_when_the_control_shows_a_gap_and_data_do_not_help():

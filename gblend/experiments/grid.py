@@ -304,7 +304,10 @@ class Grid:
             group: {n.split(".", 1)[1]: v for n, v in settings.items() if n.startswith(group + ".")}
             for group in ("train", "model", "data", method)
         }
-        train = train_config(self.scale, seed, device=self.device, **pick["train"])
+        overrides = dict(pick["train"])
+        # a swept train.epochs is a schedule of that length: the lr step moves with it
+        scale = replace(self.scale, epochs=overrides.pop("epochs", self.scale.epochs))
+        train = train_config(scale, seed, device=self.device, **overrides)
         frac = pick["data"].get(gdata.TRAIN_FRAC, 1)
         if frac < 1 and "passes_per_epoch" not in pick["train"]:
             # a thinned train split keeps the schedule's SGD steps (see TrainConfig)

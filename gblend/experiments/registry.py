@@ -24,7 +24,9 @@ class Experiment:
     methods: tuple[str, ...]
     combos: str
     datasets: str = "all"  # the default data sets
-    seeds: int | str = 0  # the default seeds (0: the scale's)
+    # the default seeds (0: the scale's); a count applies at cpu and full, not at smoke, whose
+    # one seed only tests the pipeline
+    seeds: int | str = 0
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the default swept settings
     # swept at full only, beside ``axes``: the wider sweeps a CPU cannot afford
     full_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -47,7 +49,7 @@ class Experiment:
             scale=scale,
             datasets=chosen,
             methods=self.methods,
-            seeds=seeds or self.seeds,
+            seeds=seeds or (0 if scale == "smoke" and isinstance(self.seeds, int) else self.seeds),
             epochs=epochs,
             combos=combos or self.combos,
             device=device,
@@ -99,6 +101,17 @@ EXPERIMENTS: dict[str, Experiment] = {
                 ("data.shared_noise", (0.9, 0.97)),
             ),
         ),
+        # The testbed's schedule, chosen as a practitioner would: on val, calibration seeds
+        Experiment(
+            "schedule",
+            "testbed_calibration",
+            "none (the synthetic testbed)",
+            ("naive",),
+            "all",
+            datasets="synthetic",
+            seeds="1000-1001",
+            axes=(("train.epochs", (15, 30, 60)),),
+        ),
         # The mechanism's dose-response on the testbed: the weak modality's memorisability
         # (0 noise dims: the control) x the size of the train split (V, val, test unchanged).
         Experiment(
@@ -137,9 +150,9 @@ def get(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
-def for_notebook(stem: str) -> Experiment | None:
-    """The experiment a notebook shows (``None`` for a notebook without a grid)."""
-    return next((e for e in EXPERIMENTS.values() if e.notebook == stem), None)
+def for_notebook(stem: str) -> tuple[Experiment, ...]:
+    """The experiments a notebook shows (none for a notebook without a grid)."""
+    return tuple(e for e in EXPERIMENTS.values() if e.notebook == stem)
 
 
 def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
