@@ -58,3 +58,29 @@ def test_the_current_preset_is_named_in_the_grid_s_terms():
     profile = testbed.calibration_profile(fake_runs(-0.02, 0.5))
     assert testbed.choice_text(profile, "gap=-0.02").endswith("is among them.")
     assert testbed.choice_text(profile, "other").endswith("(`other`) is not.")
+
+
+def schedule_runs(acc_by_epochs: dict[int, float]) -> pd.DataFrame:
+    """Two seeds, three models, one val accuracy per schedule length (rgb +-1 point per seed,
+    its sign changing with the schedule)."""
+    rows = []
+    for epochs, acc in acc_by_epochs.items():
+        for seed in (1000, 1001):
+            jitter = 0.01 if (seed + (epochs == 60)) % 2 else -0.01
+            for combo, offset in (("rgb", 0.0), ("audio", -0.3), ("audio+rgb", -0.01)):
+                rows.append({"variant": f"train.epochs={epochs}", "combo": combo, "seed": seed,
+                             "val_acc_last": acc + offset + jitter * (combo == "rgb")})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_schedule_val_picks_is_named_only_when_it_is_outside_the_noise():
+    clear = testbed.schedule_choice(schedule_runs({15: 0.60, 30: 0.70, 60: 0.65}), current=30)
+    assert clear.startswith("On val, 30 epochs gives the highest accuracy")
+    assert "+5.0 points" in clear and "is the one val picks" in clear
+    other = testbed.schedule_choice(schedule_runs({15: 0.60, 30: 0.65, 60: 0.70}), current=30)
+    assert "val picks another, and the chapters have not been rerun" in other
+    tie = testbed.schedule_choice(schedule_runs({15: 0.60, 30: 0.650, 60: 0.651}), current=30)
+    assert "within the noise" in tie and "30-epoch schedule stands" in tie
+    table = testbed.schedule_table(schedule_runs({15: 0.60, 30: 0.70}))
+    assert list(table.epochs) == [15, 30]
+    assert table["mean over models"].round(2).tolist() == [49.67, 59.67]

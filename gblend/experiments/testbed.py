@@ -15,6 +15,8 @@ import pandas as pd
 
 from gblend.data import synthetic
 from gblend.experiments.records import metric_column
+from gblend.experiments.regimes import setting
+from gblend.experiments.stats import HIGHER, paired_difference
 from gblend.experiments.table1 import best_unimodal
 
 RANKING = ("rgb", "flow", "audio")  # best to weakest alone
@@ -116,3 +118,38 @@ def glue_choice(profile: pd.DataFrame, current: str | None = None) -> None:
 
     glue("calibration_choice", choice_text(profile, current), display=False)
     glue("target_gap", f"{TARGET_GAP[0]:+.0f} to {TARGET_GAP[1]:+.0f} points", display=False)
+
+
+def schedule_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Val accuracy (%) at the last epoch, mean over seeds, of every model (columns) for each
+    schedule length (rows), with the mean over the models."""
+    runs = runs.assign(epochs=[setting(v)["epochs"] for v in runs.variant])
+    table = runs.pivot_table(index="epochs", columns="combo", values="val_acc_last") * 100
+    return table.assign(**{"mean over models": table.mean(axis=1)}).reset_index()
+
+
+def schedule_choice(runs: pd.DataFrame, current: int) -> str:
+    """The schedule val picks (highest mean val accuracy over every model and seed), compared
+    with the runner-up on paired (model, seed) differences: a pick inside the noise is said to
+    be one, and then the project's ``current`` schedule stands."""
+    runs = runs.assign(epochs=[setting(v)["epochs"] for v in runs.variant])
+    per = runs.pivot_table(index=["combo", "seed"], columns="epochs", values="val_acc_last") * 100
+    ranked = per.mean().sort_values(ascending=False)
+    best, second = ranked.index[0], ranked.index[1]
+    diff = paired_difference(per[best], per[second])
+    text = (
+        f"On val, {best} epochs gives the highest accuracy, mean over every model and seed "
+        f"{ranked[best]:.1f}%, {diff.mean:+.1f} points [{diff.low:+.1f}, {diff.high:+.1f}] "
+        f"over {second} epochs ({diff.n} paired model-seed pairs). "
+    )
+    if diff.direction != HIGHER:
+        return text + (
+            f"That is within the noise, so val does not pick one; the scale's {current}-epoch "
+            "schedule stands."
+        )
+    if best == current:
+        return text + f"The scale's schedule, {current} epochs, is the one val picks."
+    return text + (
+        f"The scale's schedule is {current} epochs: val picks another, and the chapters "
+        "have not been rerun with it."
+    )
