@@ -30,9 +30,12 @@ def _show_markdown(text: str) -> None:
     display(Markdown(text))
 
 
-def show_findings(lines: Sequence[str]) -> None:
-    """Computed sentences shown on the page as a bullet list."""
+def show_findings(lines: Sequence[str], glue_as: str = "") -> None:
+    """Computed sentences shown on the page as a bullet list (and glued as
+    ``<glue_as>_<i>`` for other pages, when ``glue_as`` is given)."""
     _show_markdown("\n".join(f"- {line}" for line in lines))
+    for i, line in enumerate(lines if glue_as else ()):
+        _glue(f"{glue_as}_{i}", line)
 
 
 def swept_axes_text(grid: ex.Grid, experiment: str) -> str:

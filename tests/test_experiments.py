@@ -97,6 +97,24 @@ def test_paired_difference_and_direction():
     assert single.direction == NO_DIFFERENCE and np.isinf(single.high)
 
 
+def test_labels_separate_contradicted_from_not_detectable():
+    from gblend.experiments.stats import label
+
+    up = paired_difference([3.0, 4.0, 3.5], [1.0, 1.5, 1.2])
+    down = paired_difference([1.0, 1.5, 1.2], [3.0, 4.0, 3.5])
+    noisy = paired_difference([1.0, 5.0, 2.0], [3.0, 1.0, 2.5])
+    assert label([(up, HIGHER, "pts"), (up, HIGHER, "pts")]) == "reproduced"
+    assert label([(up, HIGHER, "pts"), (noisy, HIGHER, "pts")]) == "partly"
+    assert label([(up, HIGHER, "pts"), (down, HIGHER, "pts")]) == "partly"
+    assert label([(down, HIGHER, "pts"), (noisy, HIGHER, "pts")]) == "contradicted"
+    assert label([(down, LOWER, "pts")]) == "reproduced"
+    floor = (noisy.high - noisy.low) / 2
+    assert label([(noisy, HIGHER, "pts")]) == (
+        f"not detectable (these seeds detect about ±{floor:.2g} pts)"
+    )
+    assert label([(paired_difference([1.0], [0.0]), HIGHER, "pts")]).startswith("undetermined")
+
+
 def fake_runs(
     joint_minus_uni: list[float], at_best_val: list[float] | None = None
 ) -> pd.DataFrame:
@@ -110,6 +128,9 @@ def fake_runs(
             ("b", 1, 0.50, 0.50, 0.90),
             ("a+b", 2, 0.80 + delta, 0.80 + delta, 0.95),
         ):
+            # losses: the joint model fits T' best; b overfits most, the joint more than a
+            train_loss = {"a": 0.4, "b": 0.3, "a+b": 0.1}[combo] + 0.01 * seed
+            val_loss = train_loss + {"a": 0.5, "b": 1.5, "a+b": 0.8}[combo] + 0.02 * seed**2
             runs.append(
                 {
                     "dataset": "d",
@@ -120,6 +141,8 @@ def fake_runs(
                     "test_acc_last": test,
                     "val_acc_last": val,
                     "train_subset_acc_last": train,
+                    "train_subset_loss_last": train_loss,
+                    "val_loss_last": val_loss,
                     "test_acc": test + (es_delta - delta) * (n == 2),
                     "val_acc": val + (es_delta - delta) * (n == 2),
                 }
@@ -140,7 +163,11 @@ def test_table1_verdicts_follow_the_numbers():
 
     better = fake_runs([0.05, 0.04, 0.06])
     assert ex.summarize(better).iloc[0].verdict == HIGHER
-    assert ex.claims(better).set_index("claim").verdict[1] == "not reproduced"
+    assert ex.claims(better).set_index("claim").verdict[1] == "contradicted"
+    noisy = fake_runs([0.03, -0.04, 0.02])
+    assert ex.claims(noisy).set_index("claim").verdict[1].startswith(
+        "not detectable (these seeds detect about ±"
+    )
 
 
 def test_claims_are_judged_on_the_fixed_schedule_with_early_stopping_beside():
@@ -315,7 +342,27 @@ def test_claims_on_policy_fallback_weights_are_undetermined():
     row = {"verdict": "reproduced", "evidence": "vs naive +1.0"}
     fell = offline_weight_health(weights("min_weight", ""), "a+b")
     assert fell == (True, "offline weights: 4 of 4 modality-head estimates are fallbacks")
-    assert _with_weight_health(row, *fell)["verdict"].startswith("undetermined")
+    assert _with_weight_health(row, *fell)["verdict"] == "degenerate estimate"
+    half = weights("min_weight", "").assign(
+        fallbacks=lambda w: w.fallbacks.where((w.seed == 0) | (w["head"] == "joint"), "")
+    )
+    assert offline_weight_health(half, "a+b")[0] is False  # 2 of 4: not mostly
     estimated = offline_weight_health(weights("", "min_weight"), "a+b")
     assert not estimated[0] and estimated[1].endswith("floor in seed 0, 1")
     assert _with_weight_health(row, *estimated)["verdict"] == "reproduced"
+
+
+def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
+    from gblend.experiments.blending import _claim_row
+
+    def part(per_seed):
+        per_seed = pd.Series(per_seed, dtype=float)
+        return paired_difference(per_seed, [0.0] * len(per_seed)), per_seed
+
+    collapsed = _claim_row("d", 5, "s", [("vs naive", part([0.5, 0.2, -40.0, 0.1, 0.3]))])
+    assert collapsed["verdict"] == "collapses in 1 of 5 seeds"
+    assert "median +0.2; more than 10 pts below in 1 of 5 seeds" in collapsed["evidence"]
+    small = _claim_row("d", 5, "s", [("vs naive", part([0.5, -0.2, -1.0, 0.1, 0.3]))])
+    assert small["verdict"].startswith("not detectable")
+    held = _claim_row("d", 5, "s", [("vs naive", part([2.0, 2.5, 1.8, 2.2, 2.1]))])
+    assert held["verdict"] == "reproduced" and "more than" not in held["evidence"]

@@ -17,7 +17,16 @@ import pandas as pd
 
 from gblend.experiments import methods as gmethods
 from gblend.experiments.records import SELECTIONS, metric_column
-from gblend.experiments.stats import paired_difference
+from gblend.experiments.stats import (
+    CONTRADICTED,
+    HIGHER,
+    ONE_SEED,
+    PARTLY,
+    REPRODUCED,
+    PairedDifference,
+    label,
+    paired_difference,
+)
 from gblend.experiments.table1 import PAPER_NAMES, best_unimodal, by_setting
 from gblend.models import JOINT
 
@@ -206,36 +215,60 @@ def table4_display(
     return pd.DataFrame(rows)
 
 
+COLLAPSE = 10.0  # points below the other method in one seed: a collapse, not noise
+COLLAPSED = "collapses"
+
+
 def _paired(sub: pd.DataFrame, combo: str, a: str, b: str):
-    """Paired difference a - b on the fixed schedule, on which claims are judged."""
+    """Paired difference a - b on the fixed schedule, on which claims are judged, and the
+    per-seed differences (points)."""
     per_method = _method_runs(sub, combo, "last")
     if a not in per_method or b not in per_method:
         return None
     seeds = per_method[a].index.intersection(per_method[b].index)
-    return paired_difference(per_method[a][seeds], per_method[b][seeds])
+    per_seed = per_method[a][seeds] - per_method[b][seeds]
+    return paired_difference(per_method[a][seeds], per_method[b][seeds]), per_seed
 
 
 def _verdict(hits: int, total: int, seeds: int) -> str:
+    """Claims 8 and 9 compare mean weights without intervals: whether the means do as claimed."""
     if seeds < 2:
-        return "undetermined (one seed)"
+        return ONE_SEED
     if hits == total:
-        return "reproduced"
-    return "partly" if hits else "not reproduced"
+        return REPRODUCED
+    return PARTLY if hits else "not reproduced"
 
 
-def _describe(name: str, diff) -> str:
-    return f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] ({diff.direction})"
+def _describe(name: str, paired) -> str:
+    diff, per_seed = paired
+    text = (
+        f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] ({diff.direction}; "
+        f"median {per_seed.median():+.1f}"
+    )
+    collapsed = int((per_seed < -COLLAPSE).sum())
+    if collapsed:
+        text += f"; more than {COLLAPSE:g} pts below in {collapsed} of {len(per_seed)} seeds"
+    return text + ")"
 
 
-def _claim_row(dataset: str, number: int, statement: str, parts, seeds: int) -> dict:
-    """A claim holds where every listed paired difference is "higher"."""
+def _claim_row(dataset: str, number: int, statement: str, parts) -> dict:
+    """A claim holds where every listed paired difference is "higher" (:func:`stats.label`);
+    one that neither holds nor is contradicted while the method collapsed in some seed is
+    labelled a collapse: its interval is wide because of that seed, not for want of seeds."""
     present = [(n, x) for n, x in parts if x is not None]
-    hits = sum(x.direction == "higher" for _, x in present)
+    if not present:
+        verdict = "undetermined (not run)"
+    else:
+        verdict = label([(diff, HIGHER, "pts") for _, (diff, _) in present])
+        collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed) in present)
+        seeds = max(len(per_seed) for _, (_, per_seed) in present)
+        if collapsed and verdict not in (REPRODUCED, CONTRADICTED, ONE_SEED):
+            verdict = f"{COLLAPSED} in {collapsed} of {seeds} seeds"
     return {
         "dataset": dataset,
         "claim": number,
         "statement": statement,
-        "verdict": _verdict(hits, len(present), seeds) if present else "undetermined (not run)",
+        "verdict": verdict,
         "evidence": "; ".join(_describe(n, x) for n, x in present),
     }
 
@@ -255,13 +288,11 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
                 ("offline", "uniform"),
             )
         }
-        seeds = min((x.n for x in d.values() if x is not None), default=0)
         setting = weights[(weights.dataset == dataset) & (weights.variant == variant)]
         health = offline_weight_health(setting, combo)
 
-        def claim(number, statement, parts, dataset=dataset, variant=variant, seeds=seeds,
-                  health=health):  # fmt: skip
-            row = _with_weight_health(_claim_row(dataset, number, statement, parts, seeds), *health)
+        def claim(number, statement, parts, dataset=dataset, variant=variant, health=health):
+            row = _with_weight_health(_claim_row(dataset, number, statement, parts), *health)
             rows.append({"dataset": dataset, "variant": variant, **row})
 
         claim(
@@ -290,10 +321,14 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+DEGENERATE = "degenerate estimate"
+
+
 def offline_weight_health(weights: pd.DataFrame, combo: str) -> tuple[bool, str]:
-    """Whether offline G-Blend's weights on ``combo`` are estimates at all: (every modality
-    head of every seed was set by the degenerate-case policy, a note counting the fallbacks
-    and naming the seeds whose fused head sits at the policy's floor, barely trained)."""
+    """Whether offline G-Blend's weights on ``combo`` are mostly not estimates: (more than
+    half of the modality-head weights over the seeds were set by the degenerate-case policy,
+    a note counting the fallbacks and naming the seeds whose fused head sits at the policy's
+    floor, barely trained)."""
     w = weights[(weights.combo == combo) & (weights.method == "offline")]
     w = w[w.super_epoch == 0]
     if w.empty:
@@ -306,14 +341,15 @@ def offline_weight_health(weights: pd.DataFrame, combo: str) -> tuple[bool, str]
     starved = sorted(w[(w["head"] == JOINT) & w.fallbacks.astype(bool)].seed)
     if starved:
         note += f"; fused head at the policy's floor in seed {', '.join(map(str, starved))}"
-    return bool(fell.all()), note
+    return bool(fell.mean() > 0.5), note
 
 
-def _with_weight_health(row: dict, all_fallbacks: bool, note: str) -> dict:
-    """A claim on offline G-Blend is not evidence when its weights are all policy fallbacks."""
+def _with_weight_health(row: dict, mostly_fallbacks: bool, note: str) -> dict:
+    """A claim on offline G-Blend is no evidence for or against it when its weights are mostly
+    policy fallbacks: the runs test the policy."""
     if not note:
         return row
-    verdict = "undetermined (the weights are policy fallbacks)" if all_fallbacks else row["verdict"]
+    verdict = DEGENERATE if mostly_fallbacks else row["verdict"]
     evidence = "; ".join(e for e in (row["evidence"], note) if e)
     return {**row, "verdict": verdict, "evidence": evidence}
 
@@ -372,6 +408,11 @@ def probe_differences(probes: pd.DataFrame, split: str = "test") -> pd.DataFrame
 WEIGHT_CHANGE = 0.2  # claim 9: a head's mean weight moves by at least this across super-epochs
 
 
+def _as_difference(row) -> PairedDifference:
+    """A row of :func:`probe_differences` as the paired difference it summarises."""
+    return PairedDifference(row.difference, float("nan"), row.seeds, row.low, row.high, 0.95)
+
+
 def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
     """Claims 7 (G-Blend >= naive at every super-epoch) and 9 (online weights change)."""
     rows = []
@@ -386,7 +427,7 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
                 "claim": 7,
                 "statement": "from the same snapshot, a super-epoch of G-Blend gives a better "
                 "trunk than a naive one, at every super-epoch",
-                "verdict": _verdict(higher, len(diffs), seeds),
+                "verdict": label([(_as_difference(r), HIGHER, "pts") for r in diffs.itertuples()]),
                 "evidence": f"G-Blend higher at {higher} of {len(diffs)} super-epochs, lower at "
                 f"{lower}, no detectable difference at {len(diffs) - higher - lower} "
                 "(paired seeds, 95% t-interval of test accuracy after fine-tuning)",
@@ -403,9 +444,7 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
                 "claim": 9,
                 "statement": "online weights change over training (a head's mean weight moves by "
                 f"at least {WEIGHT_CHANGE} across super-epochs)",
-                "verdict": "undetermined (one seed)"
-                if seeds < 2
-                else ("reproduced" if moved.any() else "not reproduced"),
+                "verdict": _verdict(int(moved.any()), 1, seeds),
                 "evidence": "range of the mean weight across super-epochs: "
                 + ", ".join(f"{h} {v:.2f}" for h, v in spread.items()),
             }

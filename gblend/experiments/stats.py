@@ -51,3 +51,39 @@ def paired_difference(
     std = float(diff.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / np.sqrt(n)
     return PairedDifference(mean, std, n, mean - half, mean + half, confidence)
+
+
+REPRODUCED, PARTLY, CONTRADICTED = "reproduced", "partly", "contradicted"
+NOT_DETECTABLE = "not detectable"
+ONE_SEED = "undetermined (one seed)"
+
+
+def resolution(diff: PairedDifference) -> float:
+    """The smallest mean difference these seeds could detect, given their spread: the
+    half-width of the interval (infinite with one seed)."""
+    return (diff.high - diff.low) / 2
+
+
+def label(parts: Sequence[tuple[PairedDifference, str, str]]) -> str:
+    """The verdict on a claim made of paired differences, each ``(difference, the direction
+    the claim expects: higher or lower, its unit)``: *reproduced* when every part holds (its
+    interval excludes zero that way), *partly* when some do, *contradicted* when none does
+    and one excludes zero the other way, else *not detectable*, with the smallest effect the
+    seeds could detect (the widest half-width of the parts' intervals, per unit)."""
+    if not parts:
+        raise ValueError("a claim needs at least one paired difference")
+    if min(d.n for d, _, _ in parts) < 2:
+        return ONE_SEED
+    holds = sum(d.direction == want for d, want, _ in parts)
+    against = sum(d.direction not in (want, NO_DIFFERENCE) for d, want, _ in parts)
+    if holds == len(parts):
+        return REPRODUCED
+    if holds:
+        return PARTLY
+    if against:
+        return CONTRADICTED
+    floors: dict[str, float] = {}
+    for d, _, unit in parts:
+        floors[unit] = max(floors.get(unit, 0.0), resolution(d))
+    said = ", ".join(f"±{floor:.2g} {unit}" for unit, floor in floors.items())
+    return f"{NOT_DETECTABLE} (these seeds detect about {said})"
