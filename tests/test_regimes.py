@@ -67,10 +67,11 @@ def test_dose_response_finds_a_gap_where_there_is_one_and_only_there():
     findings = regimes.dose_findings(table)
     assert findings[0].startswith("Control") and "at 0 of 2" in findings[0]
     assert "at 2 of 2 sizes" in findings[1]
-    assert "in 2 of 4 cells" in findings[3]
-    assert "With 5 seeds a cell detects a difference of about" in findings[3]
+    assert "paired) in 4 of 4 cells, and in 2 of the 2 cells where" in findings[3]
+    assert "in 2 of 4 cells" in findings[4]
+    assert "With 5 seeds a cell detects a difference of about" in findings[4]
     one_seed = regimes.dose_response(runs[runs.seed == 0])
-    assert "With one seed per cell nothing is detectable." in regimes.dose_findings(one_seed)[3]
+    assert "With one seed per cell nothing is detectable." in regimes.dose_findings(one_seed)[4]
 
 
 def test_dose_findings_say_when_the_control_shows_a_gap_and_data_do_not_help():

@@ -53,6 +53,19 @@ def _overfitting(runs: pd.DataFrame, combo: str) -> dict[str, float]:
     return {"mean": diff.mean, "low": diff.low, "high": diff.high}
 
 
+def _excess_overfitting(runs: pd.DataFrame, combo: str, best: str):
+    """The joint model's overfitting (heldout - T' loss) minus its best modality's, paired
+    over seeds."""
+
+    def per_seed(c: str) -> pd.Series:
+        rows = runs[runs.combo == c].set_index("seed").sort_index()
+        return rows.heldout_loss_last - rows.train_subset_loss_last
+
+    joint, uni = per_seed(combo), per_seed(best)
+    seeds = joint.index.intersection(uni.index)
+    return paired_difference(joint[seeds], uni[seeds])
+
+
 def dose_response(
     runs: pd.DataFrame, combo: str = "audio+rgb", selection: str = "last"
 ) -> pd.DataFrame:
@@ -72,6 +85,13 @@ def dose_response(
             "gap_high": gap.delta_high,
             "verdict": gap.verdict,
             "seeds": int(gap.seeds),
+        }
+        excess = _excess_overfitting(group, combo, gap.best_uni)
+        row |= {
+            "overfit_excess": excess.mean,
+            "overfit_excess_low": excess.low,
+            "overfit_excess_high": excess.high,
+            "overfit_excess_verdict": excess.direction,
         }
         for model in [*combo.split("+"), combo]:
             over = _overfitting(group, model)
@@ -116,6 +136,13 @@ def dose_findings(table: pd.DataFrame, dose: str = "audio_noise_dims") -> list[s
         f"Data: with memorisable dimensions, the gap at the largest train split is above the "
         f"gap at the smallest for {len(shrinks)} of {noisy[dose].nunique()} noise levels "
         "(expected: all)."
+    )
+    more = table.overfit_excess_verdict == HIGHER
+    out.append(
+        f"Overfitting: the joint model overfits more than its best modality (heldout - T' "
+        f"loss, paired) in {int(more.sum())} of {len(table)} cells, and in "
+        f"{int((more & (table.verdict == LOWER)).sum())} of the "
+        f"{int((table.verdict == LOWER).sum())} cells where naive fusion is detectably below it."
     )
     lower = table[table.verdict == LOWER]
     out.append(
