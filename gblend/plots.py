@@ -239,8 +239,12 @@ def dose_response(table: pd.DataFrame, dose: str = "audio_noise_dims") -> plt.Fi
     loss) over the weak modality's noise dimensions, one line per train-split size; bars are
     95% intervals over seeds. ``table``: :func:`gblend.experiments.regimes.dose_response`."""
     style()
-    models = [c.removeprefix("overfit_") for c in table.columns if c.startswith("overfit_")]
-    models = [m for m in models if not m.endswith(("_low", "_high"))]
+    # one panel per model: audio, rgb, joint (the paired excess is in the table)
+    models = [
+        c.removeprefix("overfit_").removesuffix("_low")
+        for c in table.columns
+        if c.startswith("overfit_") and c.endswith("_low") and "excess" not in c
+    ]
     fig, axes = _grid(1 + len(models), width=5.2, height=3.4)
     ax = next(axes)
     _interval_lines(ax, table, dose, "gap", "n_train", "train")
