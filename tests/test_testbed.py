@@ -84,3 +84,15 @@ def test_the_schedule_val_picks_is_named_only_when_it_is_outside_the_noise():
     table = testbed.schedule_table(schedule_runs({15: 0.60, 30: 0.70}))
     assert list(table.epochs) == [15, 30]
     assert table["mean over models"].round(2).tolist() == [49.67, 59.67]
+
+
+def test_another_scale_s_calibration_is_read_only_when_complete(tmp_path):
+    assert testbed.profile_at("smoke", str(tmp_path)) is None  # nothing there: nothing trained
+    assert list(tmp_path.iterdir()) == []
+    assert testbed.other_scale_text("full", None, "x") == (
+        "The calibration grid at `full` scale is not computed."
+    )
+    profile = testbed.calibration_profile(fake_runs(gap=-0.02, joint_overfit=0.5))
+    assert testbed.other_scale_text("full", profile, "gap=-0.02").startswith(
+        "At `full` scale: 1 of 1 settings meet the profile"
+    )

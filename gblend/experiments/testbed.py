@@ -153,3 +153,24 @@ def schedule_choice(runs: pd.DataFrame, current: int) -> str:
         f"The scale's schedule is {current} epochs: val picks another, and the chapters "
         "have not been rerun with it."
     )
+
+
+def profile_at(
+    scale: str, results_dir: str | None = None, selection: str = "last"
+) -> pd.DataFrame | None:
+    """The calibration profile of another scale's committed grid, read without training
+    (``None`` while that grid is incomplete): a page at one scale can show the other."""
+    from gblend import experiments as ex
+
+    if not ex.is_complete("calibration", scale, results_dir):
+        return None
+    grid = ex.EXPERIMENTS["calibration"].grid(scale)
+    runs = ex.run(grid, results_dir, progress=False, run_missing=False).runs
+    return calibration_profile(runs, selection)
+
+
+def other_scale_text(scale: str, profile: pd.DataFrame | None, current: str | None) -> str:
+    """What the calibration at another scale says, or that it is not computed."""
+    if profile is None:
+        return f"The calibration grid at `{scale}` scale is not computed."
+    return f"At `{scale}` scale: " + choice_text(profile, current)
