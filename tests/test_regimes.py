@@ -114,3 +114,14 @@ def test_regime_map_reads_naive_against_best_uni_and_offline_against_naive():
     assert "below the best uni-modal model in 1 of 2 cells: avdigits at 0.1 of train" in findings[0]
     assert "above in 1: avdigits at 1 of train" in findings[1]
     assert "correlation between naive's gap and offline's gain over naive -1.00" in findings[2]
+
+
+def test_a_page_names_the_sweeps_it_did_not_run():
+    from gblend import pages
+    from gblend.experiments import EXPERIMENTS
+
+    cpu = pages.swept_axes_text(EXPERIMENTS["regime"].grid("cpu"), "regime")
+    assert cpu.startswith("`data.train_frac` ∈ {1.0, 0.1}. At `full` scale the grid sweeps")
+    assert "`model.hidden` ∈ {128, 512}; not run in this build" in cpu
+    full = pages.swept_axes_text(EXPERIMENTS["regime"].grid("full"), "regime")
+    assert "not run" not in full and "`model.hidden` ∈ {128, 512}" in full

@@ -27,7 +27,7 @@ from .registry import (
     unregister,
     user_entries,
 )
-from .splits import HELDOUT_FRAC, TEST_FRAC, VAL_FRAC
+from .splits import HELDOUT_FRAC, TEST_FRAC, TRAIN_FRAC, VAL_FRAC
 from .synthetic import SYNTHETIC_PRESETS
 
 __all__ = [
@@ -77,8 +77,6 @@ for _module in (synthetic, avdigits, hapt, mfeat):
 BUILTIN_DATASETS: tuple[str, ...] = names()
 # split fractions are knobs of every dataset; heldout_frac is a named argument of `load`
 _COMMON_KNOBS: dict[str, float] = {"test_frac": TEST_FRAC, "val_frac": VAL_FRAC}
-# train_frac (1.0: all of it) thins the train split only; heldout, val and test stay
-TRAIN_FRAC = "train_frac"
 
 
 def modality_names(name: str) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .splits import thin_train
+from .splits import TRAIN_FRAC, thin_train
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "heldout", "val", "test")
 KINDS: tuple[str, ...] = ("vector", "image", "sequence")
@@ -147,10 +147,11 @@ def assemble(
     knobs: Mapping[str, Any],
     info: Mapping[str, Any],
 ) -> Dataset:
-    """Thin the train split to ``knobs["train_frac"]`` (if given), standardise with train
-    statistics, fingerprint and wrap up a `Dataset`."""
-    if knobs.get("train_frac") is not None:
-        splits = thin_train(dict(splits), np.asarray(y), float(knobs["train_frac"]),
+    """Thin the train split to ``knobs["train_frac"]`` (if given; the data seed is
+    ``knobs["seed"]``), standardise with train statistics, fingerprint and wrap up a
+    `Dataset`."""
+    if knobs.get(TRAIN_FRAC) is not None:
+        splits = thin_train(dict(splits), np.asarray(y), float(knobs[TRAIN_FRAC]),
                             int(knobs["seed"]))
     check_splits(splits, len(y))
     x = {m: standardise(raw[m], splits["train"], specs[m].kind)[0] for m in specs}

@@ -8,6 +8,7 @@ from sklearn.model_selection import train_test_split
 TEST_FRAC = 0.2  # of the pool
 VAL_FRAC = 0.1  # of the pool
 HELDOUT_FRAC = 0.08  # of what remains for training, as in the paper (V carved from train)
+TRAIN_FRAC = "train_frac"  # the knob of every data set that thins train (see thin_train)
 
 
 def _sorted(idx: np.ndarray) -> np.ndarray:

@@ -40,12 +40,6 @@ def setting(variant: str) -> dict[str, Any]:
     return out
 
 
-def with_settings(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with one column per swept setting, parsed from its ``variant`` column."""
-    parsed = pd.DataFrame([setting(v) for v in frame.variant], index=frame.index)
-    return pd.concat([frame, parsed], axis=1)
-
-
 def _overfitting(runs: pd.DataFrame, combo: str) -> dict[str, float]:
     """heldout minus T' loss at the last epoch: mean and 95% interval over seeds."""
     rows = runs[runs.combo == combo].sort_values("seed")
