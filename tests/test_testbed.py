@@ -89,6 +89,7 @@ def test_the_schedule_val_picks_is_named_only_when_it_is_outside_the_noise():
 def test_another_scale_s_calibration_is_read_only_when_complete(tmp_path):
     assert testbed.profile_at("smoke", str(tmp_path)) is None  # nothing there: nothing trained
     assert list(tmp_path.iterdir()) == []
+    assert testbed.other_scale_text(None, None, "x").startswith("A `smoke` page shows no")
     assert testbed.other_scale_text("full", None, "x") == (
         "The calibration grid at `full` scale is not computed."
     )

@@ -169,8 +169,13 @@ def profile_at(
     return calibration_profile(runs, selection)
 
 
-def other_scale_text(scale: str, profile: pd.DataFrame | None, current: str | None) -> str:
+OTHER_SCALE = {"cpu": "full", "full": "cpu"}  # smoke pages test the pipeline: none
+
+
+def other_scale_text(scale: str | None, profile: pd.DataFrame | None, current: str | None) -> str:
     """What the calibration at another scale says, or that it is not computed."""
+    if scale is None:
+        return "A `smoke` page shows no other scale's calibration."
     if profile is None:
         return f"The calibration grid at `{scale}` scale is not computed."
     return f"At `{scale}` scale: " + choice_text(profile, current)
