@@ -125,3 +125,17 @@ def test_a_page_names_the_sweeps_it_did_not_run():
     assert "`model.hidden` ∈ {128, 512}; not run in this build" in cpu
     full = pages.swept_axes_text(EXPERIMENTS["regime"].grid("full"), "regime")
     assert "not run" not in full and "`model.hidden` ∈ {128, 512}" in full
+
+
+def test_regime_findings_name_the_width_where_the_map_sweeps_it():
+    table = regimes.regime_map(_regime_runs()).assign(hidden=512)
+    findings = regimes.regime_findings(table)
+    assert "avdigits at 0.1 of train, width 512" in findings[0]
+    assert "width" not in regimes.regime_findings(regimes.regime_map(_regime_runs()))[0]
+
+
+def test_another_scale_s_map_is_read_only_where_complete(tmp_path):
+    assert regimes.map_at(None) == ("A `smoke` page shows no other scale's map.", None)
+    text, table = regimes.map_at("smoke", str(tmp_path))
+    assert text == "No data set's map at `smoke` scale is committed." and table is None
+    assert list(tmp_path.iterdir()) == []  # nothing was trained

@@ -216,10 +216,11 @@ def regime_findings(table: pd.DataFrame) -> list[str]:
 
     def cells(mask: pd.Series) -> str:
         part = table[mask]
+        width = "hidden" in table
         return (
             "; ".join(
                 f"{r.dataset} at {r.train_frac:g} of train"
-                + (f", width {r.hidden}" if "hidden" in r else "")
+                + (f", width {r.hidden}" if width else "")
                 for r in part.itertuples()
             )
             or "none"
@@ -245,3 +246,34 @@ def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 1):
     """A formatted view of a dose-response or regime table (numbers at ``precision``)."""
     numbers = [c for c in columns if pd.api.types.is_float_dtype(table[c])]
     return table[list(columns)].style.hide(axis="index").format(precision=precision, subset=numbers)
+
+
+def committed_at(experiment: str, scale: str, results_dir: str | None = None):
+    """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
+    complete, read without training (``None`` when no data set's is): a page at one scale
+    can show what another scale has of its map."""
+    from gblend import experiments as ex
+
+    entry = ex.EXPERIMENTS[experiment]
+    done = [
+        d
+        for d in entry.grid(scale).datasets
+        if not ex.missing(entry.grid(scale, datasets=d), results_dir)
+    ]
+    if not done:
+        return None
+    grid = entry.grid(scale, datasets=",".join(done))
+    return ex.run(grid, results_dir, progress=False, run_missing=False)
+
+
+def map_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd.DataFrame | None]:
+    """A sentence on the regime map at another ``scale`` and its table (``None`` where no
+    data set's grid there is complete, or at smoke, whose pages show no other scale)."""
+    if scale is None:
+        return "A `smoke` page shows no other scale's map.", None
+    results = committed_at("regime", scale, results_dir)
+    if results is None:
+        return f"No data set's map at `{scale}` scale is committed.", None
+    table = regime_map(results.runs, results.weights)
+    names = ", ".join(dict.fromkeys(table.dataset))
+    return f"At `{scale}` scale the map is committed for {names}.", table
