@@ -34,14 +34,15 @@ def test_every_committed_result_is_named_by_the_key_of_its_config():
 
 @pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
 def test_each_committed_grid_is_found_whole_or_not_at_all(name):
-    """A setting of a grid whose result files are found only in part means the key scheme
-    drifted (a sweep's default setting may be found alone: it is another chapter's grid)."""
+    """A data set's setting of a grid whose result files are found only in part means the key
+    scheme drifted (a sweep's default setting may be found alone: it is another chapter's
+    grid; a data set may be committed at full before the others)."""
     stored = {(p.parts[-3], canonical_json(r["config"])) for p, r in committed()}
     for scale in ("cpu", "full"):
         by_variant: dict[tuple, list[bool]] = {}
         for u in ex.EXPERIMENTS[name].grid(scale):
             found = (scale, canonical_json(u.config())) in stored
-            by_variant.setdefault(u.variant, []).append(found)
+            by_variant.setdefault((u.dataset, u.variant), []).append(found)
         for variant, found in by_variant.items():
             assert all(found) or not any(found), (name, scale, variant, sum(found), len(found))
             if scale == "cpu":
