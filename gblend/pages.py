@@ -40,7 +40,7 @@ def show_findings(lines: Sequence[str], glue_as: str = "") -> None:
 
 def swept_axes_text(grid: ex.Grid, experiment: str) -> str:
     """The settings a page's grid sweeps, and those its experiment sweeps at ``full`` only
-    that this grid does not (said as not run here, never as a result)."""
+    that this grid does not (said as not swept here, never as a result)."""
     swept = "; ".join(f"`{name}` ∈ {{{', '.join(map(str, v))}}}" for name, v in grid.axes)
     text = swept or "nothing"
     names = {name for name, _ in grid.axes}
@@ -50,7 +50,7 @@ def swept_axes_text(grid: ex.Grid, experiment: str) -> str:
         if name not in names or dict(grid.axes)[name] != tuple(v)
     ]
     if grid.scale.name != "full" and wider:
-        text += f". At `full` scale the grid sweeps {'; '.join(wider)}; not run in this build"
+        text += f". At `full` scale the grid sweeps {'; '.join(wider)}; this page's grid does not"
     return text
 
 

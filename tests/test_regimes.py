@@ -122,9 +122,9 @@ def test_a_page_names_the_sweeps_it_did_not_run():
 
     cpu = pages.swept_axes_text(EXPERIMENTS["regime"].grid("cpu"), "regime")
     assert cpu.startswith("`data.train_frac` ∈ {1.0, 0.1}. At `full` scale the grid sweeps")
-    assert "`model.hidden` ∈ {128, 512}; not run in this build" in cpu
+    assert "`model.hidden` ∈ {128, 512}; this page's grid does not" in cpu
     full = pages.swept_axes_text(EXPERIMENTS["regime"].grid("full"), "regime")
-    assert "not run" not in full and "`model.hidden` ∈ {128, 512}" in full
+    assert "does not" not in full and "`model.hidden` ∈ {128, 512}" in full
 
 
 def test_regime_findings_name_the_width_where_the_map_sweeps_it():
