@@ -132,11 +132,8 @@ def _claim1(dataset: str, summary: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _interval(diff: PairedDifference, scale: float = 1.0, unit: str = "pts") -> str:
-    return (
-        f"{diff.mean * scale:+.2f} {unit} [{diff.low * scale:+.2f}, {diff.high * scale:+.2f}] "
-        f"({diff.direction})"
-    )
+def _interval(diff: PairedDifference, unit: str = "pts") -> str:
+    return f"{diff.mean:+.2f} {unit} [{diff.low:+.2f}, {diff.high:+.2f}] ({diff.direction})"
 
 
 def _claim2(dataset: str, runs: pd.DataFrame) -> dict[str, Any]:
