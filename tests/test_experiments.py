@@ -366,3 +366,22 @@ def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
     assert small["verdict"].startswith("not detectable")
     held = _claim_row("d", 5, "s", [("vs naive", part([2.0, 2.5, 1.8, 2.2, 2.1]))])
     assert held["verdict"] == "reproduced" and "more than" not in held["evidence"]
+
+
+def test_the_strongest_method_is_named_and_a_tie_is_said_to_be_one():
+    def comparison(accs):
+        return pd.DataFrame(
+            [{"dataset": "d", "variant": "", "combo": "a+b", "selection": "last",
+              "method": m, "acc": acc, "vs_naive": acc - accs["naive"], "vs_naive_low": 0.1,
+              "vs_naive_high": 0.9, "vs_naive_verdict": "higher"}
+             for m, acc in accs.items()]  # fmt: skip
+        )
+
+    no_weights = pd.DataFrame(columns=["dataset", "variant", "combo", "method"])
+    won = ex.strongest_methods(comparison({"best uni": 99.0, "naive": 90.0, "uniform": 92.5,
+                                           "offline": 91.0}), no_weights)  # fmt: skip
+    assert won == ["d: equal weights (auxiliary loss) is the strongest, 92.5%, +2.5 pts over "
+                   "naive [+0.1, +0.9] (higher)."]  # fmt: skip
+    tie = ex.strongest_methods(comparison({"naive": 90.0, "uniform": 92.5, "online": 92.5}),
+                               no_weights)  # fmt: skip
+    assert tie == ["d: equal weights (auxiliary loss) and online G-Blend tie, 92.5%."]

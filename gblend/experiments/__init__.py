@@ -15,6 +15,7 @@ from gblend.experiments.blending import (
     mean_weights,
     overhead,
     probe_differences,
+    strongest_methods,
     table2_display,
     table4_display,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "blend_claims",
     "claims",
     "compare_methods",
+    "strongest_methods",
     "compare_scales",
     "execution_plan",
     "figure4_curves",

@@ -129,6 +129,39 @@ def _ci(row, tag: str) -> str:
     )
 
 
+def strongest_methods(
+    comparison: pd.DataFrame, weights: pd.DataFrame, selection: str = "last"
+) -> list[str]:
+    """Per data set (and setting), the method with the highest mean test accuracy on the
+    full combination at the epoch ``selection`` picks, with its paired difference from
+    naive fusion: which method a reader should take away, whether or not it is G-Blend
+    (offline G-Blend on weights that are mostly policy fallbacks is said to be that)."""
+    part = comparison[(comparison.selection == selection) & (comparison.method != "best uni")]
+    out = []
+    for (dataset, variant), rows in part.groupby(["dataset", "variant"], sort=False):
+        rows = rows[rows.combo == rows.combo.iloc[0]]
+        where = f"{dataset}" + (f" ({variant})" if variant else "")
+        tied = rows[rows.acc >= rows.acc.max() - 1e-9]
+        if len(tied) > 1:  # a tie is said as one, never broken by list order
+            names = " and ".join(METHOD_LABELS[m] for m in tied.method)
+            out.append(f"{where}: {names} tie, {tied.acc.iloc[0]:.1f}%.")
+            continue
+        top = tied.iloc[0]
+        text = f"{where}: {METHOD_LABELS[top.method]} is the strongest, {top.acc:.1f}%"
+        if top.method == "naive":
+            out.append(text + ", naive fusion itself.")
+            continue
+        text += (
+            f", {top.vs_naive:+.1f} pts over naive [{top.vs_naive_low:+.1f}, "
+            f"{top.vs_naive_high:+.1f}] ({top.vs_naive_verdict})"
+        )
+        setting = weights[(weights.dataset == dataset) & (weights.variant == variant)]
+        if top.method == "offline" and offline_weight_health(setting, top.combo)[0]:
+            text += f"; its weights are mostly policy fallbacks ({DEGENERATE})"
+        out.append(text + ".")
+    return out
+
+
 def table2_display(comparison: pd.DataFrame) -> pd.DataFrame:
     """Our Table 2: test accuracy %, mean ± std; paired differences with 95% CI and verdict."""
     rows = []
