@@ -28,8 +28,15 @@ from gblend.train import OPTIMIZERS, TrainConfig
 # floating-point rounding, as running on another device does).
 _NOT_HASHED = ("device", "progress", "eval_batch_size")
 # Settings added after results were first keyed: left out of a key at their default, so that
-# every earlier key stands.
-_HASHED_UNLESS_DEFAULT = {"passes_per_epoch": 1}
+# every earlier key stands (and a sweep's default cell is the other chapters' unit).
+_HASHED_UNLESS_DEFAULT = {"train": {"passes_per_epoch": 1}, "data": {gdata.TRAIN_FRAC: 1}}
+
+
+def _keyed(group: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    unless = _HASHED_UNLESS_DEFAULT[group]
+    return {k: v for k, v in settings.items() if k not in unless or unless[k] != v}
+
+
 COMBO_RULES = ("all", "unimodal+study", "study")
 
 
@@ -68,11 +75,9 @@ class Unit:
 
     def config(self) -> dict[str, Any]:
         """Everything that determines the result (hashed into the cache key)."""
-        train = {
-            k: v
-            for k, v in asdict(self.train).items()
-            if k not in _NOT_HASHED and _HASHED_UNLESS_DEFAULT.get(k, object()) != v
-        }
+        train = _keyed(
+            "train", {k: v for k, v in asdict(self.train).items() if k not in _NOT_HASHED}
+        )
         return {
             "experiment": self.store,
             "dataset": self.dataset,
@@ -80,7 +85,7 @@ class Unit:
             "method": self.method,
             "semantics": gmethods.get(self.method).version,
             "seed": self.seed,
-            "data": dict(sorted(self.data_knobs.items())),
+            "data": _keyed("data", dict(sorted(self.data_knobs.items()))),
             "train": train,
             "model": asdict(self.model),
             "method_params": asdict(self.params),
@@ -325,12 +330,7 @@ class Grid:
             params=entry.make_params(pick[method]).resolve(train.epochs),
             data_knobs={
                 **knobs,
-                **{
-                    k: v
-                    for k, v in pick["data"].items()
-                    # train_frac=1 is the whole train split: the unit of every other chapter
-                    if k in gdata.knob_names(dataset) and not (k == gdata.TRAIN_FRAC and v == 1)
-                },
+                **{k: v for k, v in pick["data"].items() if k in gdata.knob_names(dataset)},
             },
             variant=tuple((n, v) for n, v in variant),
         )

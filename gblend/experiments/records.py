@@ -30,6 +30,12 @@ SELECTIONS = {
 }
 
 
+def overfitting(runs: pd.DataFrame, split: str = "heldout") -> pd.Series:
+    """Each run's overfitting at the last epoch: the fused head's loss on ``split`` minus its
+    loss on T' (the paper's O, with V = heldout; the calibration reads it on val)."""
+    return runs[f"{split}_loss_last"] - runs.train_subset_loss_last
+
+
 def metric_column(split: str, metric: str = "acc", selection: str = "last") -> str:
     """The runs-frame column of a split's metric (``acc`` or ``loss``) of the fused head at
     the epoch a selection picks: ``test_acc_last``, ``val_acc`` (best val epoch), ..."""

@@ -19,6 +19,8 @@ import pandas as pd
 from scipy import stats as sstats
 
 from gblend.experiments.blending import compare_methods, offline_weight_health
+from gblend.experiments.records import overfitting
+from gblend.experiments.registry import committed_at
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
 from gblend.experiments.table1 import summarize
 
@@ -43,7 +45,7 @@ def setting(variant: str) -> dict[str, Any]:
 def _overfitting(runs: pd.DataFrame, combo: str) -> dict[str, float]:
     """heldout minus T' loss at the last epoch: mean and 95% interval over seeds."""
     rows = runs[runs.combo == combo].sort_values("seed")
-    diff = paired_difference(rows.heldout_loss_last, rows.train_subset_loss_last)
+    diff = paired_difference(overfitting(rows), [0.0] * len(rows))
     return {"mean": diff.mean, "low": diff.low, "high": diff.high}
 
 
@@ -52,8 +54,7 @@ def _excess_overfitting(runs: pd.DataFrame, combo: str, best: str):
     over seeds."""
 
     def per_seed(c: str) -> pd.Series:
-        rows = runs[runs.combo == c].set_index("seed").sort_index()
-        return rows.heldout_loss_last - rows.train_subset_loss_last
+        return overfitting(runs[runs.combo == c].set_index("seed").sort_index())
 
     joint, uni = per_seed(combo), per_seed(best)
     seeds = joint.index.intersection(uni.index)
@@ -246,24 +247,6 @@ def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 1):
     """A formatted view of a dose-response or regime table (numbers at ``precision``)."""
     numbers = [c for c in columns if pd.api.types.is_float_dtype(table[c])]
     return table[list(columns)].style.hide(axis="index").format(precision=precision, subset=numbers)
-
-
-def committed_at(experiment: str, scale: str, results_dir: str | None = None):
-    """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
-    complete, read without training (``None`` when no data set's is): a page at one scale
-    can show what another scale has of its map."""
-    from gblend import experiments as ex
-
-    entry = ex.EXPERIMENTS[experiment]
-    done = [
-        d
-        for d in entry.grid(scale).datasets
-        if not ex.missing(entry.grid(scale, datasets=d), results_dir)
-    ]
-    if not done:
-        return None
-    grid = entry.grid(scale, datasets=",".join(done))
-    return ex.run(grid, results_dir, progress=False, run_missing=False)
 
 
 def map_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd.DataFrame | None]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gblend.experiments.grid import Grid, GridError
-from gblend.experiments.runner import missing
+from gblend.experiments.records import Results
+from gblend.experiments.runner import missing, run
 
 
 @dataclass(frozen=True)
@@ -158,3 +159,19 @@ def for_notebook(stem: str) -> tuple[Experiment, ...]:
 def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
     """Whether every unit of an experiment's default grid at a scale has its result file."""
     return not missing(get(name).grid(scale), results_dir)
+
+
+def committed_at(name: str, scale: str, results_dir: str | None = None) -> Results | None:
+    """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
+    complete, read without training (``None`` when no data set's is): a page at one scale
+    can show what another scale has committed."""
+    entry = get(name)
+    done = [
+        d
+        for d in entry.grid(scale).datasets
+        if not missing(entry.grid(scale, datasets=d), results_dir)
+    ]
+    if not done:
+        return None
+    return run(entry.grid(scale, datasets=",".join(done)), results_dir, progress=False,
+               run_missing=False)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gblend.experiments.records import SELECTIONS, metric_column
+from gblend.experiments.records import SELECTIONS, metric_column, overfitting
 from gblend.experiments.stats import HIGHER, LOWER, PairedDifference, label, paired_difference
 
 # The paper's modality names for our synthetic set, which is named after them.
@@ -87,7 +87,7 @@ def summarize(runs: pd.DataFrame, selections: Sequence[str] = tuple(SELECTIONS))
 def claims(runs: pd.DataFrame) -> pd.DataFrame:
     """Verdicts on claims 1-3 of paper.md §8, per data set, with the evidence in numbers;
     judged on the fixed schedule (the runs' last-epoch columns) by :func:`stats.label`."""
-    runs = runs.assign(overfit_last=runs.val_loss_last - runs.train_subset_loss_last)
+    runs = runs.assign(overfit_last=overfitting(runs, "val"))
     rows = []
     for (dataset, variant), group in by_setting(runs):
         summary = summarize(group)

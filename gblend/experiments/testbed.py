@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 
 from gblend.data import synthetic
-from gblend.experiments.records import metric_column
+from gblend.experiments.records import metric_column, overfitting
 from gblend.experiments.regimes import setting
+from gblend.experiments.registry import committed_at
 from gblend.experiments.stats import HIGHER, paired_difference
 from gblend.experiments.table1 import best_unimodal
 
@@ -26,8 +27,7 @@ FULL = "audio+rgb+flow"
 
 def _overfitting(group: pd.DataFrame, combo: str) -> float:
     """Mean over seeds of val loss minus T' loss at the last epoch."""
-    rows = group[group.combo == combo]
-    return float((rows.val_loss_last - rows.train_subset_loss_last).mean())
+    return float(overfitting(group[group.combo == combo], "val").mean())
 
 
 def calibration_profile(runs: pd.DataFrame, selection: str = "last") -> pd.DataFrame:
@@ -160,13 +160,8 @@ def profile_at(
 ) -> pd.DataFrame | None:
     """The calibration profile of another scale's committed grid, read without training
     (``None`` while that grid is incomplete): a page at one scale can show the other."""
-    from gblend import experiments as ex
-
-    if not ex.is_complete("calibration", scale, results_dir):
-        return None
-    grid = ex.EXPERIMENTS["calibration"].grid(scale)
-    runs = ex.run(grid, results_dir, progress=False, run_missing=False).runs
-    return calibration_profile(runs, selection)
+    results = committed_at("calibration", scale, results_dir)
+    return None if results is None else calibration_profile(results.runs, selection)
 
 
 OTHER_SCALE = {"cpu": "full", "full": "cpu"}  # smoke pages test the pipeline: none
