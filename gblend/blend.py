@@ -15,6 +15,10 @@ weight vector in its Tables 4 and 5 sums to 1, so we normalise to 1.
 
 The paper does not say what to do when a measurement is degenerate; :class:`DegeneratePolicy`
 is our named policy, and every time it acts it leaves a :class:`Fallback` in the estimate.
+
+What the paper leaves open about *running* Algorithm 1 (the copies' learning rate, where
+they are read, how much of V, and the formula variants public implementations use) are the
+named options of :class:`EstimatorOptions`; its defaults are the paper's algorithm as printed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,53 @@ from gblend.models import JOINT, FusionNet
 from gblend.train import TRAIN_SUBSET, TrainConfig, Trainer, resolve_device
 
 METRICS = ("loss", "acc")
+# Algorithm 1's last line and the variants seen in public implementations (FORMULA_TEXT)
+FORMULAS = ("paper", "overfit_level", "abs_gain", "softmax")
+FORMULA_TEXT = {
+    "paper": "w ∝ ΔG / ΔO², normalised to sum 1 (Algorithm 1 as printed)",
+    "overfit_level": "w ∝ ΔG / O², the overfitting level at the end instead of its change",
+    "abs_gain": "w ∝ |ΔG| / ΔO²: a heldout loss that rose counts as a gain",
+    "softmax": "w = softmax of ΔG / ΔO² instead of dividing by the sum",
+}
+COPY_SCHEDULES = ("constant", "main")  # the copies' lr: constant, or the main run's schedule
+MEASURE_AT = ("last", "best")  # the copies' after-measurement: last epoch, or best V epoch
+# the copies of draw k > 0 are seeded with the run's seed + COPY_DRAW_STRIDE * k
+COPY_DRAW_STRIDE = 10_000
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """How Algorithm 1 is run and read. The defaults are the paper's algorithm as printed.
+
+    ``copy_schedule``: the copies train at the run's constant learning rate (``"constant"``)
+    or on the main run's schedule over the window (``"main"``). ``measure_at``: the after
+    point is the window's last epoch, or per head the epoch with the best V value of the
+    metric (``"best"``). ``heldout_frac``: the share of V measured (a seeded subset).
+    ``formula``: one of :data:`FORMULAS`. ``copy_draw``: 0 is the run's own estimate; k > 0
+    re-estimates from the same checkpoint with the copies' mini-batch order, dropout and T'
+    drawn from another seed. ``bootstrap``: resample V this many times (last-epoch reading
+    only) for a percentile interval of every head's weight.
+    """
+
+    copy_schedule: str = "constant"
+    measure_at: str = "last"
+    heldout_frac: float = 1.0
+    formula: str = "paper"
+    copy_draw: int = 0
+    bootstrap: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (
+            ("copy_schedule", self.copy_schedule, COPY_SCHEDULES),
+            ("measure_at", self.measure_at, MEASURE_AT),
+            ("formula", self.formula, FORMULAS),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        if not 0 < self.heldout_frac <= 1:
+            raise ValueError(f"heldout_frac must be in (0, 1], got {self.heldout_frac}")
+        if self.copy_draw < 0 or self.bootstrap < 0:
+            raise ValueError("copy_draw and bootstrap must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -132,8 +183,11 @@ class WeightEstimate:
     delta_o: dict[str, float]
     ogr: dict[str, float]
     metric: str
+    formula: str = "paper"
     fallbacks: list[Fallback] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    # percentile interval of each head's weight over bootstrap resamples of V (when asked for)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: Mapping[str, float]) -> dict[str, float | None]:
@@ -145,8 +199,10 @@ class WeightEstimate:
             "delta_o": clean(self.delta_o),
             "ogr": clean(self.ogr),
             "metric": self.metric,
+            "formula": self.formula,
             "fallbacks": [asdict(f) for f in self.fallbacks],
             "context": dict(self.context),
+            "bootstrap": dict(self.bootstrap),
         }
 
 
@@ -155,8 +211,15 @@ def estimate_weights(
     after: Measurement,
     policy: DegeneratePolicy | None = None,
     context: Mapping[str, Any] | None = None,
+    formula: str = "paper",
 ) -> WeightEstimate:
-    """Algorithm 1's last line: w_i = (1/Z) dG_i / dO_i^2 with sum(w) = 1, plus the policy."""
+    """Algorithm 1's last line: w_i = (1/Z) dG_i / dO_i^2 with sum(w) = 1, plus the policy.
+
+    ``formula`` other than ``"paper"`` computes one of the variants of :data:`FORMULAS`; the
+    estimate's ``delta_g`` and ``delta_o`` are then the terms that variant used.
+    """
+    if formula not in FORMULAS:
+        raise ValueError(f"unknown formula {formula!r}; valid: {', '.join(FORMULAS)}")
     policy = policy or DegeneratePolicy()
     context = dict(context or {})
     heads = list(before.train)
@@ -164,6 +227,10 @@ def estimate_weights(
         raise ValueError(f"min_weight {policy.min_weight} leaves nothing for {len(heads)} heads")
     d_g = generalization_gain(before, after)
     d_o = overfitting_change(before, after)
+    if formula == "overfit_level":
+        d_o = overfitting(after)
+    elif formula == "abs_gain":
+        d_g = {h: abs(v) for h, v in d_g.items()}
     fallbacks: list[Fallback] = []
 
     def log(head: str, rule: str, detail: str) -> None:
@@ -194,7 +261,11 @@ def estimate_weights(
                     o = floor
                 raw[h] = d_g[h] / o**2
     total = sum(raw.values())
-    if total > 0:
+    if total > 0 and formula == "softmax":
+        top = max(raw[h] for h in usable)  # shifted for overflow; unusable heads stay at 0
+        exp = {h: math.exp(raw[h] - top) if h in usable else 0.0 for h in heads}
+        weights = {h: exp[h] / sum(exp.values()) for h in heads}
+    elif total > 0:
         weights = {h: raw[h] / total for h in heads}
     else:
         log("*", "all_degenerate", "no head generalised: uniform weights")
@@ -206,6 +277,7 @@ def estimate_weights(
         delta_o=d_o,
         ogr=ogr(before, after),
         metric=before.metric,
+        formula=formula,
         fallbacks=fallbacks,
         context=context,
     )
@@ -241,6 +313,64 @@ def _measure(trainer: Trainer, head: str, epoch: int, metric: str) -> tuple[floa
     hist = trainer.history_
     rows = hist[(hist.epoch == epoch) & (hist["head"] == head)].set_index("split")[metric]
     return float(rows[TRAIN_SUBSET]), float(rows["heldout"])
+
+
+def _best_epoch(trainer: Trainer, head: str, metric: str) -> int:
+    """The epoch after 0 at which ``head``'s V value of the metric is best (earliest of ties)."""
+    hist = trainer.history_
+    rows = hist[(hist.epoch > 0) & (hist["head"] == head) & (hist.split == "heldout")]
+    values = rows.set_index("epoch")[metric]
+    return int(values.idxmin() if metric == "loss" else values.idxmax())
+
+
+def heldout_subset(heldout: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of V of ``frac`` of its samples (at least one); V at 1."""
+    if frac >= 1:
+        return np.asarray(heldout)
+    size = max(1, round(frac * len(heldout)))
+    rng = np.random.default_rng([seed, 17])  # its own stream: not T's or the batch order's
+    return np.sort(rng.choice(np.asarray(heldout), size=size, replace=False))
+
+
+def bootstrap_weights(
+    before: Measurement,
+    after: Measurement,
+    heldout_before: Mapping[str, np.ndarray],
+    heldout_after: Mapping[str, np.ndarray],
+    resamples: int,
+    seed: int,
+    policy: DegeneratePolicy | None = None,
+    formula: str = "paper",
+) -> dict[str, Any]:
+    """A 95% percentile interval of each head's weight over ``resamples`` bootstrap resamples
+    of V: the per-sample V values (loss or correctness) before and after are resampled
+    together, T' is kept. Returns low, high, median per head, and the share of resamples in
+    which the policy acted."""
+    heads = list(before.train)
+    n = len(next(iter(heldout_before.values())))
+    rng = np.random.default_rng([seed, 29])
+    draws = {h: np.empty(resamples) for h in heads}
+    acted = 0
+    for b in range(resamples):
+        pick = rng.integers(0, n, size=n)
+        est = estimate_weights(
+            Measurement(before.train, {h: float(heldout_before[h][pick].mean()) for h in heads},
+                        before.metric),
+            Measurement(after.train, {h: float(heldout_after[h][pick].mean()) for h in heads},
+                        after.metric),
+            policy,
+            formula=formula,
+        )  # fmt: skip
+        acted += bool(est.fallbacks)
+        for h in heads:
+            draws[h][b] = est.weights[h]
+    return {
+        "resamples": resamples,
+        "low": {h: float(np.percentile(draws[h], 2.5)) for h in heads},
+        "median": {h: float(np.median(draws[h])) for h in heads},
+        "high": {h: float(np.percentile(draws[h], 97.5)) for h in heads},
+        "policy_share": acted / resamples,
+    }
 
 
 class EstimationCopies(nn.Module):
@@ -281,6 +411,7 @@ def gb_estimate(
     metric: str = "loss",
     policy: DegeneratePolicy | None = None,
     context: Mapping[str, Any] | None = None,
+    options: EstimatorOptions | None = None,
 ) -> tuple[WeightEstimate, dict[str, float]]:
     """Algorithm 1 (GB_Estimate) from the multi-head checkpoint ``model``.
 
@@ -289,36 +420,63 @@ def gb_estimate(
     gradients (the uni-modal copy); for the fused head all encoders and the fused head do (the
     naive joint copy). Each copy is measured on T' and V before and after, then discarded;
     ``model`` is not changed. The copies use ``config``'s optimizer with fresh state at
-    learning rate ``lr`` (default ``config.lr``) and no schedule. They train together, as one
-    :class:`EstimationCopies` module, and end as they would one at a time.
+    learning rate ``lr`` (default ``config.lr``) and, by default, no schedule. They train
+    together, as one :class:`EstimationCopies` module, and end as they would one at a time.
+    ``options`` (default: the paper's algorithm) names how the copies are run and read.
 
     Returns the estimate and the cost: extra epochs and seconds.
     """
+    options = options or EstimatorOptions()
     heads = tuple(model.heads)
+    seed = config.seed + COPY_DRAW_STRIDE * options.copy_draw
     copy_config = replace(
         config,
         epochs=n_epochs,
         lr=config.lr if lr is None else lr,
-        lr_milestones=(),
+        lr_milestones=config.lr_milestones if options.copy_schedule == "main" else (),
         patience=None,
         restore_best=False,
         select_head=JOINT,
         progress=False,
+        seed=seed,
     )
+    heldout = heldout_subset(splits["heldout"], options.heldout_frac, seed)
     started = time.perf_counter()
     copies = EstimationCopies(model)
-    trainer = Trainer(copy_config).start(copies, x, y, splits)
-    trainer.train_epochs(n_epochs, dict.fromkeys(heads, 1.0), record_every_epoch=False).finish()
+    trainer = Trainer(copy_config).start(copies, x, y, {**splits, "heldout": heldout})
+    bootstrap = options.bootstrap > 0 and options.measure_at == "last"
+    held_samples_before = trainer.measure_per_sample("heldout", metric) if bootstrap else {}
+    trainer.train_epochs(
+        n_epochs, dict.fromkeys(heads, 1.0), record_every_epoch=options.measure_at == "best"
+    ).finish()
     train_before, train_after, held_before, held_after = {}, {}, {}, {}
+    after_epochs = {}
     for head in heads:
+        after_epochs[head] = (
+            n_epochs if options.measure_at == "last" else _best_epoch(trainer, head, metric)
+        )
         train_before[head], held_before[head] = _measure(trainer, head, 0, metric)
-        train_after[head], held_after[head] = _measure(trainer, head, n_epochs, metric)
+        train_after[head], held_after[head] = _measure(trainer, head, after_epochs[head], metric)
+    before = Measurement(train_before, held_before, metric)
+    after = Measurement(train_after, held_after, metric)
     estimate = estimate_weights(
-        Measurement(train_before, held_before, metric),
-        Measurement(train_after, held_after, metric),
+        before,
+        after,
         policy,
-        context={**dict(context or {}), "n_epochs": n_epochs},
+        context={
+            **dict(context or {}),
+            "n_epochs": n_epochs,
+            **({} if options == EstimatorOptions() else {"options": asdict(options)}),
+            **({"after_epochs": after_epochs} if options.measure_at == "best" else {}),
+        },
+        formula=options.formula,
     )
+    if bootstrap:
+        held_samples_after = trainer.measure_per_sample("heldout", metric)
+        estimate.bootstrap = bootstrap_weights(
+            before, after, held_samples_before, held_samples_after, options.bootstrap, seed,
+            policy, options.formula,
+        )  # fmt: skip
     cost = {"extra_epochs": float(n_epochs * len(heads)), "seconds": time.perf_counter() - started}
     return estimate, cost
 
@@ -349,10 +507,15 @@ def train_offline(
     estimate_epochs: int | None = None,
     metric: str = "loss",
     policy: DegeneratePolicy | None = None,
+    options: EstimatorOptions | None = None,
+    joint_only: bool = False,
 ) -> BlendRun:
     """Algorithm 2: estimate once from initialisation, then train with those fixed weights.
 
-    The paper estimates with n = N, the whole run (``estimate_epochs=None``).
+    The paper estimates with n = N, the whole run (``estimate_epochs=None``). ``joint_only``
+    is a control, not G-Blend: train the fused head's loss alone with its estimated weight
+    w_joint (the modality heads get none), which is naive training at the fused head's
+    effective learning rate under G-Blend, lr x w_joint.
     """
     n = config.epochs if estimate_epochs is None else estimate_epochs
     estimate, cost = gb_estimate(
@@ -365,8 +528,10 @@ def train_offline(
         metric=metric,
         policy=policy,
         context={"super_epoch": 0, "start_epoch": 0},
+        options=options,
     )
-    trainer = Trainer(config).fit(model, x, y, splits, loss_weights=estimate.weights)
+    weights = {JOINT: estimate.weights[JOINT]} if joint_only else estimate.weights
+    trainer = Trainer(config).fit(model, x, y, splits, loss_weights=weights)
     return BlendRun(trainer, [estimate], cost["extra_epochs"], cost["seconds"])
 
 

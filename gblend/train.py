@@ -39,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "evaluate",
+    "evaluate_per_sample",
     "make_optimizer",
     "resolve_device",
 ]
@@ -113,6 +114,35 @@ def evaluate(
     model.train(was_training)
     n = len(index)
     return {head: (loss_sum[head] / n, correct[head] / n) for head in loss_sum}
+
+
+@torch.no_grad()
+def evaluate_per_sample(
+    model: nn.Module,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    index: torch.Tensor,
+    metric: str = "loss",
+    batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """Per-head cross-entropy (``metric="loss"``) or correctness (``"acc"``, 0/1) of every
+    sample of ``index``, in eval mode: the values whose means :func:`evaluate` returns."""
+    if metric not in ("loss", "acc"):
+        raise ValueError(f"unknown metric {metric!r}; valid: loss, acc")
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(index), batch_size):
+        batch = index[start : start + batch_size]
+        target = y[batch]
+        for head, logits in model({m: t[batch] for m, t in x.items()}).items():
+            if metric == "loss":
+                value = F.cross_entropy(logits, target, reduction="none")
+            else:
+                value = (logits.argmax(1) == target).double()
+            parts.setdefault(head, []).append(value.double().cpu().numpy())
+    model.train(was_training)
+    return {head: np.concatenate(values) for head, values in parts.items()}
 
 
 class Trainer:
@@ -196,6 +226,17 @@ class Trainer:
         """Per-head (loss, acc) of the current weights on one of ``EVAL_SPLITS``."""
         return evaluate(
             self.model_, self._x, self._y, self._eval_index[split], self.config.eval_batch_size
+        )
+
+    def measure_per_sample(self, split: str, metric: str = "loss") -> dict[str, np.ndarray]:
+        """Per-head loss or correctness of every sample of one of ``EVAL_SPLITS``."""
+        return evaluate_per_sample(
+            self.model_,
+            self._x,
+            self._y,
+            self._eval_index[split],
+            metric,
+            self.config.eval_batch_size,
         )
 
     def train_epochs(

@@ -4,7 +4,8 @@ the units (training runs) to do, as ``sklearn.model_selection.ParameterGrid`` yi
 Axes: data sets, modality combinations (a rule), methods with their typed parameters, seeds,
 and any number of swept settings named ``train.<field>`` (optimizer, lr, ...), ``model.<field>``
 (dropout, widths, ...), ``data.<knob>`` (a knob of the data sets that have it) or
-``<method>.<parameter>`` (applied to that method's units only). ``data.train_frac`` (every
+``<method>.<parameter>`` (applied to that method's units only), combined as a product or one
+at a time (:data:`SWEEPS`). ``data.train_frac`` (every
 data set) thins the train split to a fraction f and sets ``passes_per_epoch`` to 1/f, so
 that smaller training sets get the same SGD steps and schedule, not fewer. The
 notebook conventions ("0 means the scale's default", ``"all"``, comma-separated lists) are
@@ -29,7 +30,11 @@ from gblend.train import OPTIMIZERS, TrainConfig
 _NOT_HASHED = ("device", "progress", "eval_batch_size")
 # Settings added after results were first keyed: left out of a key at their default, so that
 # every earlier key stands (and a sweep's default cell is the other chapters' unit).
-_HASHED_UNLESS_DEFAULT = {"train": {"passes_per_epoch": 1}, "data": {gdata.TRAIN_FRAC: 1}}
+_HASHED_UNLESS_DEFAULT = {
+    "train": {"passes_per_epoch": 1},
+    "data": {gdata.TRAIN_FRAC: 1},
+    "method_params": gmethods.LATER_PARAMS,
+}
 
 
 def _keyed(group: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,6 +43,10 @@ def _keyed(group: str, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 COMBO_RULES = ("all", "unimodal+study", "study")
+# How swept settings combine: every combination, or each axis varied alone from the others'
+# first value (a sensitivity analysis around one reference setting)
+SWEEPS = ("product", "one_at_a_time")
+_COMMON = ("train", "model", "data")  # setting groups that apply to every method
 
 
 class GridError(ValueError):
@@ -88,7 +97,7 @@ class Unit:
             "data": _keyed("data", dict(sorted(self.data_knobs.items()))),
             "train": train,
             "model": asdict(self.model),
-            "method_params": asdict(self.params),
+            "method_params": _keyed("method_params", asdict(self.params)),
         }
 
     @classmethod
@@ -204,6 +213,7 @@ class Grid:
     device: str = "auto"
     fixed: tuple[tuple[str, Any], ...] = ()  # settings applied to every unit
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # swept settings: name, values
+    sweep: str = "product"  # or "one_at_a_time" (see SWEEPS)
 
     @classmethod
     def resolve(
@@ -217,6 +227,7 @@ class Grid:
         device: str = "auto",
         fixed: Mapping[str, Any] | None = None,
         axes: Mapping[str, Sequence[Any]] | None = None,
+        sweep: str = "product",
     ) -> Grid:
         """A grid from notebook-style parameters (0 and ``"all"`` mean the defaults)."""
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -235,12 +246,15 @@ class Grid:
             device=device,
             fixed=tuple(sorted((fixed or {}).items())),
             axes=tuple((name, tuple(values)) for name, values in (axes or {}).items()),
+            sweep=sweep,
         )
         grid.check()
         return grid
 
     def check(self) -> None:
         """Every setting names a known field with a possible value (no compute needed)."""
+        if self.sweep not in SWEEPS:
+            raise GridError(f"unknown sweep {self.sweep!r}; valid: {', '.join(SWEEPS)}")
         for name, values in self.axes:
             if not values:
                 raise GridError(f"axis {name!r} has no values")
@@ -288,7 +302,7 @@ class Grid:
                     for method in self.methods:
                         if gmethods.get(method).fusion_only and len(combo) < 2:
                             continue
-                        for variant in self._variants():
+                        for variant in self._variants(method):
                             yield self._unit(dataset, knobs, combo, seed, method, variant)
 
     def __len__(self) -> int:
@@ -297,10 +311,18 @@ class Grid:
     def units(self) -> list[Unit]:
         return list(self)
 
-    def _variants(self) -> Iterator[tuple[tuple[str, Any], ...]]:
-        names = [n for n, _ in self.axes]
-        for values in itertools.product(*(v for _, v in self.axes)):
-            yield tuple(zip(names, values, strict=True))
+    def _variants(self, method: str) -> Iterator[tuple[tuple[str, Any], ...]]:
+        """The swept settings of a method's units: a ``<method>.<parameter>`` axis only
+        varies that method's units (another method's would be the same run repeated)."""
+        axes = [(n, vs) for n, vs in self.axes if n.partition(".")[0] in (*_COMMON, method)]
+        if self.sweep == "product":
+            for values in itertools.product(*(vs for _, vs in axes)):
+                yield tuple((n, v) for (n, _), v in zip(axes, values, strict=True))
+            return
+        yield tuple((n, vs[0]) for n, vs in axes)
+        for i, (_, values) in enumerate(axes):
+            for value in values[1:]:
+                yield tuple((n, value if j == i else vs[0]) for j, (n, vs) in enumerate(axes))
 
     def _unit(self, dataset, knobs, combo, seed, method, variant) -> Unit:
         entry = gmethods.get(method)

@@ -31,6 +31,9 @@ class Experiment:
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the default swept settings
     # swept at full only, beside ``axes``: the wider sweeps a CPU cannot afford
     full_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    full_datasets: str = ""  # the default data sets at full ("": ``datasets``)
+    sweep: str = "product"  # how the axes combine (grid.SWEEPS)
+    fixed: tuple[tuple[str, Any], ...] = ()  # settings of every unit
 
     def grid(
         self,
@@ -45,7 +48,8 @@ class Experiment:
     ) -> Grid:
         """The experiment's grid from a notebook's parameters (``"all"``/0/``""``: the
         defaults)."""
-        chosen = self.datasets if datasets in (None, "", "all") else datasets
+        default = self.full_datasets if scale == "full" and self.full_datasets else self.datasets
+        chosen = default if datasets in (None, "", "all") else datasets
         return Grid.resolve(
             scale=scale,
             datasets=chosen,
@@ -54,7 +58,8 @@ class Experiment:
             epochs=epochs,
             combos=combos or self.combos,
             device=device,
-            fixed=fixed,
+            fixed={**dict(self.fixed), **dict(fixed or {})},
+            sweep=self.sweep,
             axes={
                 **{name: list(values) for name, values in self.axes},
                 **{name: list(values) for name, values in self.full_axes if scale == "full"},
@@ -135,11 +140,37 @@ EXPERIMENTS: dict[str, Experiment] = {
             "none (claim 1 and Table 2 across data regimes)",
             ("naive", "offline", "uniform"),
             "unimodal+study",
-            datasets="avdigits,hapt,mfeat",
             seeds=5,
-            # a CPU affords the ends of the size axis; every thinned unit costs a whole one
+            # a CPU affords the ends of the size axis, and not on hapt (whose units cost the
+            # most): every thinned unit costs a whole one
+            datasets="avdigits,mfeat",
+            full_datasets="avdigits,hapt,mfeat",
             axes=(("data.train_frac", (1.0, 0.1)),),
             full_axes=(("data.train_frac", (1.0, 0.5, 0.2, 0.1)), ("model.hidden", (128, 512))),
+        ),
+        # Does the estimator's configuration matter? Each of its options varied alone from the
+        # paper's algorithm (the first value of each axis), beside the controls of a G-Blend
+        # difference; every offline estimate carries a bootstrap interval over V.
+        Experiment(
+            "estimator",
+            "estimator_configuration",
+            "none (Algorithm 1's open choices; claims 16 and 17)",
+            ("naive", "uniform", "aux_floor", "joint_lr_matched", "offline"),
+            "study",
+            datasets="synthetic,mfeat",
+            full_datasets="synthetic,avdigits,hapt,mfeat",
+            seeds=5,
+            sweep="one_at_a_time",
+            fixed=(("offline.bootstrap", 200),),
+            axes=(
+                ("offline.window", (1.0, 0.5, 0.25, 0.125)),
+                ("offline.copy_schedule", ("constant", "main")),
+                ("offline.measure_at", ("last", "best")),
+                ("offline.metric", ("loss", "acc")),
+                ("offline.heldout_frac", (1.0, 0.5, 0.25, 0.1)),
+                ("offline.formula", ("paper", "overfit_level", "abs_gain", "softmax")),
+                ("offline.copy_draw", (0, 1, 2, 3)),
+            ),
         ),
     )
 }
