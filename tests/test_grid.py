@@ -88,6 +88,54 @@ def test_axes_multiply_the_grid_and_name_each_variant():
     assert len(keys) == len(swept)  # every variant is its own unit
 
 
+def test_one_at_a_time_varies_each_axis_alone_from_the_first_values():
+    grid = ex.Grid.resolve(
+        "smoke",
+        "mfeat",
+        methods=("naive", "offline"),
+        combos="study",
+        sweep="one_at_a_time",
+        axes={"offline.window": [1.0, 0.5, 0.25], "offline.formula": ["paper", "softmax"]},
+    )
+    offline = [dict(u.variant) for u in grid if u.method == "offline"]
+    assert offline == [
+        {"offline.window": 1.0, "offline.formula": "paper"},
+        {"offline.window": 0.5, "offline.formula": "paper"},
+        {"offline.window": 0.25, "offline.formula": "paper"},
+        {"offline.window": 1.0, "offline.formula": "softmax"},
+    ]
+    # a method's axis does not repeat another method's unit
+    naive = [u for u in grid if u.method == "naive"]
+    assert len(naive) == 1 and naive[0].variant == ()
+    product = ex.Grid.resolve(
+        "smoke",
+        "mfeat",
+        methods=("naive", "offline"),
+        combos="study",
+        axes={"offline.window": [1.0, 0.5, 0.25], "offline.formula": ["paper", "softmax"]},
+    )
+    assert sum(u.method == "offline" for u in product) == 6
+    assert sum(u.method == "naive" for u in product) == 1
+    with pytest.raises(ex.GridError, match="unknown sweep"):
+        ex.Grid.resolve("smoke", "mfeat", sweep="random")
+
+
+def test_new_offline_parameters_at_their_defaults_keep_every_earlier_key():
+    (unit,) = (u for u in ex.EXPERIMENTS["table2"].grid("cpu", "mfeat") if u.method == "offline"
+               and u.seed == 0)  # fmt: skip
+    assert set(unit.config()["method_params"]) == {"estimate_epochs", "metric", "min_weight"}
+    softmax = replace(unit, params=replace(unit.params, formula="softmax"))
+    assert softmax.config()["method_params"]["formula"] == "softmax"
+    assert unit_key(softmax.config(), "fp") != unit_key(unit.config(), "fp")
+
+
+def test_an_experiment_may_default_to_other_data_sets_at_full():
+    regime = ex.EXPERIMENTS["regime"]
+    assert regime.grid("cpu").datasets == ("avdigits", "mfeat")
+    assert regime.grid("full").datasets == ("avdigits", "hapt", "mfeat")
+    assert regime.grid("full", datasets="mfeat").datasets == ("mfeat",)
+
+
 def test_a_swept_schedule_length_moves_the_learning_rate_step_with_it():
     grid = ex.EXPERIMENTS["table1"].grid("cpu", "mfeat", axes={"train.epochs": [15, 30, 60]})
     schedules = {(u.train.epochs, u.train.lr_milestones) for u in grid}
@@ -126,7 +174,9 @@ def test_named_combinations_and_the_whole_train_split_share_the_default_units():
         ({"axes": {"train.optimizer": ["rmsprop"]}}, "unknown optimizer"),
         ({"axes": {"model.widht": [1]}}, "unknown setting 'model.widht'"),
         ({"axes": {"colour": [1]}}, "unknown setting 'colour'"),
-        ({"axes": {"offline.window": [3]}}, "unknown setting 'offline.window'"),
+        ({"axes": {"offline.windw": [3]}}, "unknown setting 'offline.windw'"),
+        ({"axes": {"offline.window": [0.5, 3]}}, "window must be in"),
+        ({"axes": {"offline.formula": ["levels"]}}, "unknown formula"),
         ({"fixed": {"data.noise": 1}}, "unknown setting 'data.noise'"),
         ({"axes": {"train.lr": []}}, "no values"),
         ({"combos": "pix+kar"}, "combination rule 'pix\\+kar'"),

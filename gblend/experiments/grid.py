@@ -285,6 +285,11 @@ class Grid:
                 raise GridError(f"data.train_frac must be in (0, 1], got {value!r}")
         elif group in gmethods.METHODS:
             valid = [f.name for f in fields(gmethods.get(group).params)]
+            if key in valid:
+                try:
+                    gmethods.get(group).make_params({key: value})
+                except (TypeError, ValueError) as error:
+                    raise GridError(f"{name}={value!r}: {error}") from None
         else:
             raise GridError(
                 f"unknown setting {name!r}: name it train.<field>, model.<field>, data.<knob> "

@@ -234,12 +234,14 @@ def heads_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
 
 
 def weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules."""
+    """One row per estimated weight: run, super-epoch, head, weight, dG, dO, fallback rules
+    and, where the estimate was bootstrapped over V, the 95% interval of the weight."""
     rows = []
     for rec in records:
         for i, est in enumerate(rec.weights):
             if "weights" not in est:  # equal weights: nothing was estimated
                 continue
+            boot = est.get("bootstrap") or {}
             rules: dict[str, list[str]] = {}
             for f in est["fallbacks"]:
                 rules.setdefault(f["head"], []).append(f["rule"])
@@ -257,6 +259,8 @@ def weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                         "ogr": est["ogr"][head],
                         "fallbacks": ",".join(rules.get(head, []) + rules.get("*", [])),
                         "optimizer": rec.config["train"]["optimizer"],
+                        "boot_low": boot.get("low", {}).get(head, float("nan")),
+                        "boot_high": boot.get("high", {}).get(head, float("nan")),
                     }
                 )
     return pd.DataFrame(rows)

@@ -1,0 +1,220 @@
+"""The estimator's named options: each changes what it names, and the defaults are Algorithm 1
+as printed; the two controls of a G-Blend difference train what they say."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from test_blend import AFTER, BEFORE, CONFIG, NO_FLOOR, model, pair, task
+
+from gblend.blend import (
+    DegeneratePolicy,
+    EstimatorOptions,
+    bootstrap_weights,
+    estimate_weights,
+    gb_estimate,
+    heldout_subset,
+    overfitting,
+    train_offline,
+)
+from gblend.experiments import methods as gmethods
+from gblend.models import JOINT
+from gblend.train import Trainer, evaluate, evaluate_per_sample
+
+# --- the formula variants, by hand on the hand-computed example of test_blend ----------------
+#   head a: dG 0.6, dO 0.4, O at the end 0.6; head b: dG 0.2, dO 0.3, O at the end 0.4
+
+
+def test_the_default_formula_is_the_papers():
+    paper = estimate_weights(BEFORE, AFTER, NO_FLOOR)
+    assert paper.formula == "paper"
+    assert paper.weights == estimate_weights(BEFORE, AFTER, NO_FLOOR, formula="paper").weights
+    assert paper.weights["a"] == pytest.approx(3.75 / (3.75 + 0.2 / 0.09))
+
+
+def test_overfit_level_divides_by_the_final_overfitting_squared():
+    est = estimate_weights(BEFORE, AFTER, NO_FLOOR, formula="overfit_level")
+    raw = {"a": 0.6 / 0.6**2, "b": 0.2 / 0.4**2}
+    assert est.weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
+    assert est.delta_o == pytest.approx(overfitting(AFTER))
+
+
+def test_abs_gain_weights_a_head_whose_heldout_loss_rose():
+    before, after = pair({"a": 2.0, "b": 2.0}, {"a": 2.2, "b": 2.1},
+                         {"a": 1.0, "b": 1.5}, {"a": 1.6, "b": 2.3})  # fmt: skip
+    assert estimate_weights(before, after, NO_FLOOR).weights["b"] == 0  # paper: no gain
+    est = estimate_weights(before, after, NO_FLOOR, formula="abs_gain")
+    # b: |dG| = 0.2, dO = (2.3 - 1.5) - 0.1 = 0.7
+    raw = {"a": 0.6 / 0.4**2, "b": 0.2 / 0.7**2}
+    assert est.weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
+
+
+def test_softmax_exponentiates_the_ratios():
+    est = estimate_weights(BEFORE, AFTER, NO_FLOOR, formula="softmax")
+    ratios = np.array([0.6 / 0.4**2, 0.2 / 0.3**2])
+    expected = np.exp(ratios) / np.exp(ratios).sum()
+    assert [est.weights["a"], est.weights["b"]] == pytest.approx(list(expected))
+
+
+def test_unknown_options_raise_before_any_compute():
+    with pytest.raises(ValueError, match="formula"):
+        estimate_weights(BEFORE, AFTER, formula="levels")
+    for bad in ({"copy_schedule": "cosine"}, {"measure_at": "first"}, {"heldout_frac": 0},
+                {"copy_draw": -1}):  # fmt: skip
+        with pytest.raises(ValueError):
+            EstimatorOptions(**bad)
+    with pytest.raises(ValueError, match="window"):
+        gmethods.OfflineParams(window=1.5)
+    with pytest.raises(ValueError, match="formula"):
+        gmethods.OfflineParams(formula="levels")
+
+
+# --- the bootstrap of V -------------------------------------------------------------------
+
+
+def test_bootstrap_of_constant_samples_gives_the_point_estimate():
+    """Every V sample equal to its head's mean: every resample is the original estimate."""
+    n = 50
+    before_v = {h: np.full(n, BEFORE.heldout[h]) for h in BEFORE.heldout}
+    after_v = {h: np.full(n, AFTER.heldout[h]) for h in AFTER.heldout}
+    boot = bootstrap_weights(BEFORE, AFTER, before_v, after_v, 30, seed=0, policy=NO_FLOOR)
+    point = estimate_weights(BEFORE, AFTER, NO_FLOOR).weights
+    assert boot["resamples"] == 30
+    assert boot["low"] == pytest.approx(point) and boot["high"] == pytest.approx(point)
+
+
+def test_bootstrap_interval_widens_with_noisier_samples():
+    rng = np.random.default_rng(0)
+    widths = []
+    for noise in (0.05, 0.5):
+        before_v = {h: BEFORE.heldout[h] + noise * rng.standard_normal(200) for h in "ab"}
+        after_v = {h: AFTER.heldout[h] + noise * rng.standard_normal(200) for h in "ab"}
+        boot = bootstrap_weights(BEFORE, AFTER, before_v, after_v, 100, 0, NO_FLOOR)
+        widths.append(boot["high"]["a"] - boot["low"]["a"])
+        assert boot["low"]["a"] <= boot["median"]["a"] <= boot["high"]["a"]
+    assert widths[1] > widths[0]
+
+
+def test_per_sample_values_average_to_the_evaluated_means():
+    x, y, splits = task()
+    net = model()
+    index = torch.as_tensor(splits["heldout"])
+    means = evaluate(net, x, y, index)
+    for metric, column in (("loss", 0), ("acc", 1)):
+        values = evaluate_per_sample(net, x, y, index, metric)
+        assert {h: v.mean() for h, v in values.items()} == pytest.approx(
+            {h: m[column] for h, m in means.items()})  # fmt: skip
+
+
+# --- the options of gb_estimate -----------------------------------------------------------
+
+
+def estimate(options=None, config=CONFIG, n=4):
+    x, y, splits = task()
+    est, _ = gb_estimate(model(), x, y, splits, config, n_epochs=n, options=options)
+    return est
+
+
+def test_default_options_are_the_paper_algorithm_bit_for_bit():
+    assert estimate(EstimatorOptions()).weights == estimate(None).weights
+    assert "options" not in estimate(EstimatorOptions()).context
+
+
+def test_the_main_schedule_reaches_the_copies_only_when_asked():
+    stepped = replace(CONFIG, lr_milestones=(1,), lr_gamma=0.01)
+    constant = estimate(EstimatorOptions(), stepped)
+    assert constant.weights == estimate(EstimatorOptions(), CONFIG).weights  # no schedule
+    main = estimate(EstimatorOptions(copy_schedule="main"), stepped)
+    assert main.weights != pytest.approx(constant.weights)
+    assert main.context["options"]["copy_schedule"] == "main"
+
+
+def test_best_epoch_reading_takes_each_heads_lowest_heldout_loss():
+    x, y, splits = task()
+    options = EstimatorOptions(measure_at="best")
+    est, _ = gb_estimate(model(), x, y, splits, CONFIG, n_epochs=5, options=options)
+    # the same copies, recorded every epoch: each head's epoch of lowest V loss
+    from gblend.blend import EstimationCopies
+
+    copies = EstimationCopies(model())
+    cfg = replace(CONFIG, epochs=5, lr_milestones=(), restore_best=False, patience=None)
+    trainer = Trainer(cfg).start(copies, x, y, splits)
+    trainer.train_epochs(5, dict.fromkeys(copies.heads, 1.0)).finish()
+    hist = trainer.history_
+    held = hist[(hist.split == "heldout") & (hist.epoch > 0)]
+    for head in copies.heads:
+        rows = held[held["head"] == head].set_index("epoch").loss
+        assert est.context["after_epochs"][head] == rows.idxmin()
+        before = hist[(hist.epoch == 0) & (hist["head"] == head) & (hist.split == "heldout")]
+        assert est.delta_g[head] == pytest.approx(float(before.loss.iloc[0]) - rows.min())
+
+
+def test_heldout_share_measures_a_seeded_subset_of_v():
+    heldout = np.arange(100, 160)
+    half = heldout_subset(heldout, 0.5, seed=3)
+    assert len(half) == 30 and set(half) <= set(heldout) and list(half) == sorted(half)
+    assert list(half) == list(heldout_subset(heldout, 0.5, seed=3))
+    assert list(half) != list(heldout_subset(heldout, 0.5, seed=4))
+    assert list(heldout_subset(heldout, 1.0, seed=3)) == list(heldout)
+    assert estimate(EstimatorOptions(heldout_frac=0.25)).weights != pytest.approx(
+        estimate().weights
+    )
+
+
+def test_a_copy_redraw_changes_the_estimate_from_the_same_checkpoint():
+    """Another draw: other mini-batch orders and T' from the same checkpoint, so other
+    measurements (the weights may still coincide where the policy floors them)."""
+    redraws = [estimate(EstimatorOptions(copy_draw=k)) for k in (0, 1, 2)]
+    assert redraws[0].weights == estimate().weights
+    assert redraws[1].delta_g != pytest.approx(redraws[0].delta_g)
+    assert redraws[2].delta_g != pytest.approx(redraws[1].delta_g)
+
+
+def test_bootstrap_is_kept_with_the_estimate_and_changes_nothing_else():
+    plain = estimate()
+    boot = estimate(EstimatorOptions(bootstrap=20))
+    assert boot.weights == plain.weights and plain.bootstrap == {}
+    assert boot.bootstrap["resamples"] == 20 and set(boot.bootstrap["low"]) == set(boot.weights)
+    assert boot.to_json()["bootstrap"]["high"] == boot.bootstrap["high"]
+    assert estimate(EstimatorOptions(bootstrap=20, measure_at="best")).bootstrap == {}
+
+
+# --- offline parameters, keys and the controls --------------------------------------------
+
+
+def test_window_is_a_fraction_of_the_run_spent_into_epochs():
+    assert gmethods.OfflineParams().resolve(30).estimate_epochs == 30
+    half = gmethods.OfflineParams(window=0.5).resolve(30)
+    assert half == gmethods.OfflineParams(estimate_epochs=15).resolve(30)
+    assert gmethods.OfflineParams(window=0.125).resolve(30).estimate_epochs == 4
+    assert gmethods.OfflineParams(estimate_epochs=7, window=0.5).resolve(30).estimate_epochs == 7
+
+
+def test_offline_params_pass_their_options_to_the_estimator():
+    params = gmethods.OfflineParams(formula="softmax", copy_draw=2, heldout_frac=0.5)
+    assert params.options() == EstimatorOptions(formula="softmax", copy_draw=2, heldout_frac=0.5)
+    assert gmethods.OfflineParams().options() == EstimatorOptions()
+
+
+def test_aux_floor_puts_the_policy_floor_on_every_modality_head():
+    weights = gmethods.floor_weights(("audio", "rgb", "flow", JOINT))
+    floor = DegeneratePolicy().min_weight
+    assert weights == pytest.approx({"audio": floor, "rgb": floor, "flow": floor,
+                                     JOINT: 1 - 3 * floor})  # fmt: skip
+    assert math.isclose(sum(weights.values()), 1.0)
+
+
+def test_joint_lr_matched_trains_the_fused_head_alone_with_its_estimated_weight():
+    x, y, splits = task()
+    control = train_offline(model(), x, y, splits, CONFIG, estimate_epochs=3, joint_only=True)
+    blended = train_offline(model(), x, y, splits, CONFIG, estimate_epochs=3)
+    assert control.estimates[0].weights == blended.estimates[0].weights  # the same estimate
+    w_joint = blended.estimates[0].weights[JOINT]
+    assert control.trainer.loss_weights_ == {JOINT: w_joint}
+    # the modality heads were never trained: they end as they started
+    start = model()
+    for name, tensor in control.trainer.model_.state_dict().items():
+        if name.startswith("modality_heads."):
+            assert torch.equal(tensor, start.state_dict()[name].to(tensor.device)), name
