@@ -39,13 +39,20 @@ from gblend.train import TRAIN_SUBSET, TrainConfig, Trainer, resolve_device
 
 METRICS = ("loss", "acc")
 # Algorithm 1's last line and the variants seen in public implementations (FORMULA_TEXT)
-FORMULAS = ("paper", "overfit_level", "abs_gain", "softmax")
+FORMULAS = ("paper", "levels", "abs_gain", "softmax")
 FORMULA_TEXT = {
     "paper": "w ∝ ΔG / ΔO², normalised to sum 1 (Algorithm 1 as printed)",
-    "overfit_level": "w ∝ ΔG / O², the overfitting level at the end instead of its change",
-    "abs_gain": "w ∝ |ΔG| / ΔO²: a heldout loss that rose counts as a gain",
+    "levels": (
+        "w ∝ |L^V / O²| at the window's end, O clamped to 1e-4 when negative: levels instead "
+        "of changes (MultiBench's gradient_blend.py by default)"
+    ),
+    "abs_gain": (
+        "w ∝ |ΔG| / ΔO²: a heldout loss that rose counts as a gain (MultiBench with "
+        "delta=True, whose ΔG has Figure 3's flipped sign under abs())"
+    ),
     "softmax": "w = softmax of ΔG / ΔO² instead of dividing by the sum",
 }
+LEVELS_OVERFIT_FLOOR = 1e-4  # MultiBench's clamp of a negative overfitting level
 COPY_SCHEDULES = ("constant", "main")  # the copies' lr: constant, or the main run's schedule
 MEASURE_AT = ("last", "best")  # the copies' after-measurement: last epoch, or best V epoch
 # the copies of draw k > 0 are seeded with the run's seed + COPY_DRAW_STRIDE * k
@@ -227,8 +234,9 @@ def estimate_weights(
         raise ValueError(f"min_weight {policy.min_weight} leaves nothing for {len(heads)} heads")
     d_g = generalization_gain(before, after)
     d_o = overfitting_change(before, after)
-    if formula == "overfit_level":
-        d_o = overfitting(after)
+    if formula == "levels":
+        d_g = dict(after.heldout)
+        d_o = {h: max(o, LEVELS_OVERFIT_FLOOR) for h, o in overfitting(after).items()}
     elif formula == "abs_gain":
         d_g = {h: abs(v) for h, v in d_g.items()}
     fallbacks: list[Fallback] = []

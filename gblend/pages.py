@@ -140,7 +140,7 @@ class Page:
 
 
 def open_page(
-    experiment: str,
+    experiment: str | Sequence[str],
     scale: str = "cpu",
     datasets: str = "all",
     seeds: int | str = 0,
@@ -150,12 +150,24 @@ def open_page(
     run_missing: bool = True,
 ) -> Page:
     """The parameters cell's grid, run (or loaded); glues ``scale``, ``n_seeds``, ``n_runs``
-    and ``banner``, and warns on the page when it was built at ``smoke`` scale."""
-    grid = ex.EXPERIMENTS[experiment].grid(
-        scale=scale, datasets=datasets, seeds=seeds, epochs=epochs, device=device
-    )
-    results = ex.run(grid, results_dir or None, progress=False, run_missing=run_missing)
-    page = Page(experiment, grid, results)
+    and ``banner``, and warns on the page when it was built at ``smoke`` scale.
+
+    Several experiments (a page that shows their data sets side by side) give one page of
+    all their runs; the page's grid is the first's, and a unit two grids share counts once.
+    """
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    grids = [
+        ex.EXPERIMENTS[name].grid(
+            scale=scale, datasets=datasets, seeds=seeds, epochs=epochs, device=device
+        )
+        for name in names
+    ]
+    records = {}
+    for grid in grids:
+        run = ex.run(grid, results_dir or None, progress=False, run_missing=run_missing)
+        records |= {rec.key: rec for rec in run.records}
+    grid, results = grids[0], ex.Results(records.values())
+    page = Page(names[0], grid, results)
     _glue("scale", grid.scale.name)
     _glue("n_seeds", int(page.runs.seed.nunique()) if len(page.runs) else 0)
     _glue("n_runs", len(page.runs))

@@ -297,3 +297,43 @@ def regime_map(table: pd.DataFrame) -> plt.Figure:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def estimator_configurations(shifts: pd.DataFrame, accuracy: pd.DataFrame) -> plt.Figure:
+    """Per data set, one row of two panels: how far each configuration moves the weights from
+    the paper's estimate of the same seed (total-variation distance, median with the range over
+    seeds; the dotted line is the copy redraws' median, the estimator's own noise), and its
+    test accuracy minus the paper configuration's (points, 95% intervals over seeds).
+    ``shifts`` and ``accuracy`` come from :mod:`gblend.experiments.estimator`."""
+    style()
+    datasets = list(dict.fromkeys(accuracy.dataset))
+    fig, axes = plt.subplots(
+        len(datasets), 2, figsize=(11, 0.32 * 16 * len(datasets) + 0.8), squeeze=False
+    )
+    for (ax_w, ax_a), dataset in zip(axes, datasets, strict=True):
+        sh = shifts[shifts.dataset == dataset].iloc[::-1]
+        ax_w.errorbar(
+            sh.median_shift,
+            sh.configuration,
+            xerr=[sh.median_shift - sh.min_shift, sh.max_shift - sh.median_shift],
+            fmt="o",
+            capsize=3,
+        )
+        ax_w.axvline(sh.noise_floor.iloc[0], color="grey", linestyle=":", label="copy redraws")
+        ax_w.set(title=f"{dataset}: weights moved", xlabel="distance to the paper's estimate",
+                 xlim=(0, 1))  # fmt: skip
+        ax_w.legend(fontsize=7)
+        acc = accuracy[(accuracy.dataset == dataset) & (accuracy.option != "paper")].iloc[::-1]
+        ax_a.errorbar(
+            acc.vs_paper,
+            acc.configuration,
+            xerr=_bars(acc, "vs_paper"),
+            fmt="o",
+            capsize=3,
+            color="tab:red",
+        )
+        ax_a.axvline(0, color="black", lw=0.8)
+        ax_a.set(title=f"{dataset}: test accuracy", xlabel="minus the paper configuration (points)")
+        ax_a.tick_params(axis="y", labelleft=False)
+    fig.tight_layout()
+    return fig

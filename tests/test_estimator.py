@@ -24,7 +24,7 @@ from gblend.models import JOINT
 from gblend.train import Trainer, evaluate, evaluate_per_sample
 
 # --- the formula variants, by hand on the hand-computed example of test_blend ----------------
-#   head a: dG 0.6, dO 0.4, O at the end 0.6; head b: dG 0.2, dO 0.3, O at the end 0.4
+#   head a: dG 0.6, dO 0.4, at the end L^V 1.6 and O 0.6; head b: dG 0.2, dO 0.3, L^V 1.9, O 0.4
 
 
 def test_the_default_formula_is_the_papers():
@@ -34,11 +34,17 @@ def test_the_default_formula_is_the_papers():
     assert paper.weights["a"] == pytest.approx(3.75 / (3.75 + 0.2 / 0.09))
 
 
-def test_overfit_level_divides_by_the_final_overfitting_squared():
-    est = estimate_weights(BEFORE, AFTER, NO_FLOOR, formula="overfit_level")
-    raw = {"a": 0.6 / 0.6**2, "b": 0.2 / 0.4**2}
+def test_levels_use_the_final_heldout_loss_and_overfitting_level():
+    """MultiBench's default: G = L^V at the end, O = the overfitting at the end (a negative
+    one clamped to 1e-4), w = |G / O^2| normalised."""
+    est = estimate_weights(BEFORE, AFTER, NO_FLOOR, formula="levels")
+    raw = {"a": 1.6 / 0.6**2, "b": 1.9 / 0.4**2}
     assert est.weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
     assert est.delta_o == pytest.approx(overfitting(AFTER))
+    before, after = pair({"a": 2.0, "b": 2.0}, {"a": 2.2, "b": 2.1},
+                         {"a": 1.0, "b": 2.0}, {"a": 1.6, "b": 1.9})  # fmt: skip
+    # b ends with heldout below train loss: its level is clamped, so it takes nearly all
+    assert estimate_weights(before, after, NO_FLOOR, formula="levels").weights["b"] > 0.99
 
 
 def test_abs_gain_weights_a_head_whose_heldout_loss_rose():
@@ -218,3 +224,19 @@ def test_joint_lr_matched_trains_the_fused_head_alone_with_its_estimated_weight(
     for name, tensor in control.trainer.model_.state_dict().items():
         if name.startswith("modality_heads."):
             assert torch.equal(tensor, start.state_dict()[name].to(tensor.device)), name
+
+
+def test_equivalence_verdicts_are_one_sided_at_the_margin():
+    from gblend.experiments.stats import PairedDifference, equivalence
+
+    def diff(low, high):
+        return PairedDifference((low + high) / 2, 1.0, 5, low, high, 0.95)
+
+    assert equivalence(diff(-0.8, 0.5), 1.0, "lower", "points") == "reproduced"
+    assert equivalence(diff(-3.0, -1.5), 1.0, "lower", "points") == "contradicted"
+    assert equivalence(diff(-2.0, 0.5), 1.0, "lower", "points").startswith("not detectable")
+    assert equivalence(diff(0.02, 0.08), 0.1, "higher", "TV") == "reproduced"
+    assert equivalence(diff(0.2, 0.4), 0.1, "higher", "TV") == "contradicted"
+    assert equivalence(diff(-0.9, 1.2), 0.1, "higher", "TV").startswith("not detectable")
+    one = PairedDifference(0.0, float("nan"), 1, -np.inf, np.inf, 0.95)
+    assert equivalence(one, 1.0, "lower", "points").startswith("undetermined")

@@ -22,7 +22,14 @@ from gblend.blend import FORMULA_TEXT
 from gblend.experiments.blending import COLLAPSE
 from gblend.experiments.records import metric_column
 from gblend.experiments.regimes import setting
-from gblend.experiments.stats import NO_DIFFERENCE, paired_difference, resolution
+from gblend.experiments.stats import (
+    HIGHER,
+    LOWER,
+    NO_DIFFERENCE,
+    equivalence,
+    paired_difference,
+    resolution,
+)
 from gblend.models import JOINT
 
 REFERENCE = "paper"  # the reference configuration: Algorithm 1 as printed
@@ -42,6 +49,10 @@ VALUE_TEXT = {
     **{name: text.split(":")[0] for name, text in FORMULA_TEXT.items()},
 }
 CONTROLS = ("uniform", "aux_floor", "joint_lr_matched", "offline")
+# The margins of the two "does not matter" claims: accuracy points (claim 16), and the extra
+# total-variation distance of the weights beyond a copy redraw's (claim 17)
+ACCURACY_MARGIN, SHIFT_MARGIN = 1.0, 0.1
+SMALLEST_V = 0.1  # claim 17 is judged on the smallest share of V the grid measures
 
 
 def configuration(variant: str, axes: Sequence[tuple[str, Sequence[Any]]]) -> tuple[str, Any]:
@@ -171,25 +182,28 @@ def weights_display(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return wide[[h for h in heads if h in wide.columns]].reset_index()
 
 
-def _paired(a: pd.Series, b: pd.Series) -> dict[str, Any]:
+def _paired(a: pd.Series, b: pd.Series, name: str) -> dict[str, Any]:
+    """``a - b`` over their common seeds as columns ``name`` (the mean), ``name_low``,
+    ``name_high``, ``name_direction``, ``name_median``, ``name_collapses`` (seeds more than
+    :data:`COLLAPSE` points below), ``name_resolution`` and ``seeds``."""
     seeds = a.index.intersection(b.index)
     d = paired_difference(a[seeds], b[seeds])
     per_seed = a[seeds] - b[seeds]
     return {
-        "diff": d.mean,
-        "low": d.low,
-        "high": d.high,
-        "direction": d.direction,
-        "median_diff": float(per_seed.median()) if len(per_seed) else float("nan"),
-        "collapses": int((per_seed < -COLLAPSE).sum()),
-        "resolution": resolution(d),
+        name: d.mean,
+        f"{name}_low": d.low,
+        f"{name}_high": d.high,
+        f"{name}_direction": d.direction,
+        f"{name}_median": float(per_seed.median()) if len(per_seed) else float("nan"),
+        f"{name}_collapses": int((per_seed < -COLLAPSE).sum()),
+        f"{name}_resolution": resolution(d),
         "seeds": len(seeds),
     }
 
 
 def accuracy_table(runs: pd.DataFrame, axes, selection: str = "last") -> pd.DataFrame:
     """Per data set and configuration: offline G-Blend's test accuracy, paired against naive
-    fusion and against the reference configuration."""
+    fusion (``vs_naive*``) and against the paper's configuration (``vs_paper*``)."""
     col = metric_column("test", "acc", selection)
     rows = []
     for dataset, sub in runs.groupby("dataset", sort=False):
@@ -198,7 +212,6 @@ def accuracy_table(runs: pd.DataFrame, axes, selection: str = "last") -> pd.Data
         ref = offline[offline.option == REFERENCE].set_index("seed")[col] * 100
         for (option, value), g in offline.groupby(["option", "value"], sort=False):
             acc = g.set_index("seed")[col] * 100
-            vs_naive, vs_ref = _paired(acc, naive), _paired(acc, ref)
             rows.append(
                 {
                     "dataset": dataset,
@@ -206,9 +219,9 @@ def accuracy_table(runs: pd.DataFrame, axes, selection: str = "last") -> pd.Data
                     "option": option,
                     "value": value,
                     "acc": float(acc.mean()),
-                    **{f"vs_naive_{k}": v for k, v in vs_naive.items()},
-                    **{f"vs_paper_{k}": v for k, v in vs_ref.items() if k != "seeds"},
                 }
+                | _paired(acc, naive, "vs_naive")
+                | _paired(acc, ref, "vs_paper")
             )
     return pd.DataFrame(rows)
 
@@ -229,7 +242,7 @@ def controls_table(runs: pd.DataFrame, axes, selection: str = "last") -> pd.Data
             if len(acc):
                 rows.append(
                     {"dataset": dataset, "method": method, "acc": float(acc.mean())}
-                    | _paired(acc, naive)
+                    | _paired(acc, naive, "vs_naive")
                 )
     return pd.DataFrame(rows)
 
@@ -283,7 +296,7 @@ def findings(
             + f"; {len(moved)} change offline G-Blend's test accuracy detectably"
             + (
                 ": " + ", ".join(
-                    f"{r.configuration} {r.vs_paper_diff:+.1f} [{r.vs_paper_low:+.1f}, "
+                    f"{r.configuration} {r.vs_paper:+.1f} [{r.vs_paper_low:+.1f}, "
                     f"{r.vs_paper_high:+.1f}]" for r in moved.itertuples()
                 )
                 if len(moved) else
@@ -303,14 +316,85 @@ def findings(
         ctl = controls[controls.dataset == dataset].set_index("method")
         if {"offline", "aux_floor", "joint_lr_matched"} <= set(ctl.index):
             parts = [
-                f"{m} {ctl.loc[m, 'diff']:+.1f} [{ctl.loc[m, 'low']:+.1f}, "
-                f"{ctl.loc[m, 'high']:+.1f}]"
-                + (f", collapses in {ctl.loc[m, 'collapses']}" if ctl.loc[m, "collapses"] else "")
+                f"{m} {ctl.loc[m, 'vs_naive']:+.1f} [{ctl.loc[m, 'vs_naive_low']:+.1f}, "
+                f"{ctl.loc[m, 'vs_naive_high']:+.1f}]"
+                + (
+                    f", collapses in {ctl.loc[m, 'vs_naive_collapses']} seeds"
+                    if ctl.loc[m, "vs_naive_collapses"]
+                    else ""
+                )
                 for m in ("offline", "aux_floor", "joint_lr_matched", "uniform")
                 if m in ctl.index
             ]
             out.append(f"**{dataset}**, against naive fusion (points): " + "; ".join(parts) + ".")
     return out
+
+
+def claims(runs: pd.DataFrame, weights: pd.DataFrame, axes) -> pd.DataFrame:
+    """Claims 16 and 17 per data set, each an equivalence at a stated margin
+    (:func:`gblend.experiments.stats.equivalence`).
+
+    16, accuracy is "equally effective" for estimating: offline G-Blend's test accuracy with
+    accuracy-based weights minus with loss-based ones is no worse than ``ACCURACY_MARGIN``.
+    17, a small estimation set barely changes the weights: with ``SMALLEST_V`` of V, each
+    seed's distance from its full-V estimate exceeds the mean distance of its copy redraws
+    (the estimator's own noise) by no more than ``SHIFT_MARGIN``.
+    """
+    col = metric_column("test", "acc", "last")
+    offline = _with_configuration(runs[runs.method == "offline"], axes)
+    w = _offline_weights(weights, axes)
+    rows = []
+    for dataset, sub in offline.groupby("dataset", sort=False):
+        by_loss = sub[sub.option == REFERENCE].set_index("seed")[col] * 100
+        by_acc = sub[sub.option == "metric"].set_index("seed")[col] * 100
+        if len(by_acc):
+            seeds = by_acc.index.intersection(by_loss.index)
+            diff = paired_difference(by_acc[seeds], by_loss[seeds])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "claim": 16,
+                    "statement": "accuracy is as effective as loss for estimating the weights",
+                    "verdict": equivalence(diff, ACCURACY_MARGIN, LOWER, "points"),
+                    "evidence": (
+                        f"offline G-Blend's test accuracy with accuracy-based minus loss-based "
+                        f"weights {diff.mean:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}] points, "
+                        f"median {(by_acc[seeds] - by_loss[seeds]).median():+.1f}, {diff.n} "
+                        f"seeds; margin {ACCURACY_MARGIN:g} point"
+                    ),
+                }
+            )
+        vectors = _vectors(w[w.dataset == dataset]).droplevel("dataset")
+        options = vectors.index.get_level_values("option")
+        values = vectors.index.get_level_values("value")
+        if not ((options == "heldout_frac") & (values == SMALLEST_V)).any():
+            continue
+        reference = vectors.xs((REFERENCE, ""), level=("option", "value"))
+        small = vectors.xs(("heldout_frac", SMALLEST_V), level=("option", "value"))
+        redraws = vectors[options == "copy_draw"].droplevel("option")
+        noise = pd.concat(
+            [_distance(g.droplevel("value"), reference.loc[g.droplevel("value").index])
+             for _, g in redraws.groupby(level="value")]
+        ).groupby(level="seed").mean()  # fmt: skip
+        shift = _distance(small, reference.loc[small.index])
+        seeds = shift.index.intersection(noise.index)
+        diff = paired_difference(shift[seeds], noise[seeds])
+        rows.append(
+            {
+                "dataset": dataset,
+                "claim": 17,
+                "statement": "a small estimation set barely changes the weights",
+                "verdict": equivalence(diff, SHIFT_MARGIN, HIGHER, "of distance"),
+                "evidence": (
+                    f"with {SMALLEST_V:g} of V the weights move {shift[seeds].median():.2f} "
+                    f"(median distance from the full-V estimate) against "
+                    f"{noise[seeds].median():.2f} for a copy redraw; difference "
+                    f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}], {diff.n} seeds; "
+                    f"margin {SHIFT_MARGIN:g}"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 2):

@@ -75,7 +75,7 @@ ESTIMATOR_AXES = (
     ("offline.measure_at", ("last", "best")),
     ("offline.metric", ("loss", "acc")),
     ("offline.heldout_frac", (1.0, 0.5, 0.25, 0.1)),
-    ("offline.formula", ("paper", "overfit_level", "abs_gain", "softmax")),
+    ("offline.formula", ("paper", "levels", "abs_gain", "softmax")),
     ("offline.copy_draw", (0, 1, 2, 3)),
 )
 ESTIMATOR_METHODS = ("naive", "uniform", "aux_floor", "joint_lr_matched", "offline")

@@ -87,3 +87,23 @@ def label(parts: Sequence[tuple[PairedDifference, str, str]]) -> str:
         floors[unit] = max(floors.get(unit, 0.0), resolution(d))
     said = ", ".join(f"±{floor:.2g} {unit}" for unit, floor in floors.items())
     return f"{NOT_DETECTABLE} (these seeds detect about {said})"
+
+
+def equivalence(diff: PairedDifference, margin: float, worse: str, unit: str) -> str:
+    """The verdict on a claim that something *does not matter* (two settings are "equally
+    effective"), one-sided at a stated ``margin``: *reproduced* when the interval shows the
+    difference is no worse than the margin, *contradicted* when it shows it is worse by more
+    than the margin, else *not detectable* with the seeds' resolution. ``worse``: the
+    direction of a worse difference, ``lower`` (e.g. less accuracy) or ``higher`` (e.g. a
+    larger shift of the weights)."""
+    if worse not in (LOWER, HIGHER):
+        raise ValueError(f"worse must be {LOWER!r} or {HIGHER!r}, got {worse!r}")
+    if diff.n < 2:
+        return ONE_SEED
+    bad_side = -1.0 if worse == LOWER else 1.0
+    near, far = sorted((diff.low * bad_side, diff.high * bad_side))
+    if far <= margin:
+        return REPRODUCED
+    if near > margin:
+        return CONTRADICTED
+    return f"{NOT_DETECTABLE} (these seeds detect about ±{resolution(diff):.2g} {unit})"
