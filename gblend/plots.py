@@ -311,7 +311,10 @@ def estimator_configurations(shifts: pd.DataFrame, accuracy: pd.DataFrame) -> pl
         len(datasets), 2, figsize=(11, 0.32 * 16 * len(datasets) + 0.8), squeeze=False
     )
     for (ax_w, ax_a), dataset in zip(axes, datasets, strict=True):
-        sh = shifts[shifts.dataset == dataset].iloc[::-1]
+        acc = accuracy[(accuracy.dataset == dataset) & (accuracy.option != "paper")].iloc[::-1]
+        # one row order for both panels: the sweep's, top to bottom
+        sh = shifts[shifts.dataset == dataset].set_index("configuration").loc[acc.configuration]
+        sh = sh.reset_index()
         ax_w.errorbar(
             sh.median_shift,
             sh.configuration,
@@ -323,7 +326,6 @@ def estimator_configurations(shifts: pd.DataFrame, accuracy: pd.DataFrame) -> pl
         ax_w.set(title=f"{dataset}: weights moved", xlabel="distance to the paper's estimate",
                  xlim=(0, 1))  # fmt: skip
         ax_w.legend(fontsize=7)
-        acc = accuracy[(accuracy.dataset == dataset) & (accuracy.option != "paper")].iloc[::-1]
         ax_a.errorbar(
             acc.vs_paper,
             acc.configuration,
@@ -334,6 +336,5 @@ def estimator_configurations(shifts: pd.DataFrame, accuracy: pd.DataFrame) -> pl
         )
         ax_a.axvline(0, color="black", lw=0.8)
         ax_a.set(title=f"{dataset}: test accuracy", xlabel="minus the paper configuration (points)")
-        ax_a.tick_params(axis="y", labelleft=False)
     fig.tight_layout()
     return fig

@@ -240,3 +240,70 @@ def test_equivalence_verdicts_are_one_sided_at_the_margin():
     assert equivalence(diff(-0.9, 1.2), 0.1, "higher", "TV").startswith("not detectable")
     one = PairedDifference(0.0, float("nan"), 1, -np.inf, np.inf, 0.95)
     assert equivalence(one, 1.0, "lower", "points").startswith("undetermined")
+
+
+# --- the chapter's analysis, on hand-built frames ------------------------------------------
+
+AXES = (("offline.window", (1.0, 0.5)), ("offline.copy_draw", (0, 1)))
+
+
+def label(window=1.0, draw=0):
+    return f"offline.window={window}, offline.copy_draw={draw}"
+
+
+def weight_rows(variant, seed, weights):
+    return [
+        {"dataset": "d", "combo": "a+b", "method": "offline", "variant": variant, "seed": seed,
+         "super_epoch": 0, "head": h, "weight": w, "delta_o": 0.1, "fallbacks": "",
+         "boot_low": w - 0.1, "boot_high": w + 0.1}
+        for h, w in weights.items()
+    ]  # fmt: skip
+
+
+def test_a_variant_names_the_one_axis_away_from_the_reference():
+    from gblend.experiments import estimator
+
+    assert estimator.configuration(label(), AXES) == ("paper", "")
+    assert estimator.configuration(label(window=0.5), AXES) == ("window", 0.5)
+    assert estimator.configuration(label(draw=1), AXES) == ("copy_draw", 1)
+
+
+def test_weight_shifts_are_total_variation_distances_judged_against_redraws():
+    import pandas as pd
+
+    from gblend.experiments import estimator
+
+    rows = []
+    for seed in (0, 1):
+        rows += weight_rows(label(), seed, {"a": 0.5, "b": 0.2, JOINT: 0.3})
+        rows += weight_rows(label(draw=1), seed, {"a": 0.45, "b": 0.25, JOINT: 0.3})  # TV 0.05
+        rows += weight_rows(label(window=0.5), seed, {"a": 0.1, "b": 0.2, JOINT: 0.7})  # TV 0.4
+    shifts = estimator.weight_shifts(pd.DataFrame(rows), AXES).set_index("option")
+    assert shifts.loc["window", "median_shift"] == pytest.approx(0.4)
+    assert shifts.loc["window", "noise_floor"] == pytest.approx(0.05)
+    assert bool(shifts.loc["window", "beyond_noise"])
+    assert shifts.loc["copy_draw", "median_shift"] == pytest.approx(0.05)
+
+
+def test_the_redraw_table_flags_a_collapse_against_naive():
+    import pandas as pd
+
+    from gblend.experiments import estimator
+
+    weights = pd.DataFrame(
+        weight_rows(label(), 0, {"a": 0.97, "b": 0.02, JOINT: 0.01})
+        + weight_rows(label(draw=1), 0, {"a": 0.3, "b": 0.3, JOINT: 0.4})
+    )
+    runs = pd.DataFrame(
+        [
+            {"dataset": "d", "method": "naive", "variant": "", "seed": 0, "test_acc_last": 0.9},
+            {"dataset": "d", "method": "offline", "variant": label(), "seed": 0,
+             "test_acc_last": 0.2},
+            {"dataset": "d", "method": "offline", "variant": label(draw=1), "seed": 0,
+             "test_acc_last": 0.88},
+        ]
+    )  # fmt: skip
+    table = estimator.redraw_table(runs, weights, AXES, "d")
+    assert list(table.draw) == [0, 1] and list(table.collapsed) == [True, False]
+    assert table.loc[0, "w_joint"] == pytest.approx(0.01)
+    assert table.loc[0, "offline_acc"] == pytest.approx(20.0)
