@@ -66,7 +66,7 @@ def test_softmax_exponentiates_the_ratios():
 
 def test_unknown_options_raise_before_any_compute():
     with pytest.raises(ValueError, match="formula"):
-        estimate_weights(BEFORE, AFTER, formula="levels")
+        estimate_weights(BEFORE, AFTER, formula="log_ratio")
     for bad in ({"copy_schedule": "cosine"}, {"measure_at": "first"}, {"heldout_frac": 0},
                 {"copy_draw": -1}):  # fmt: skip
         with pytest.raises(ValueError):
@@ -74,7 +74,7 @@ def test_unknown_options_raise_before_any_compute():
     with pytest.raises(ValueError, match="window"):
         gmethods.OfflineParams(window=1.5)
     with pytest.raises(ValueError, match="formula"):
-        gmethods.OfflineParams(formula="levels")
+        gmethods.OfflineParams(formula="log_ratio")
 
 
 # --- the bootstrap of V -------------------------------------------------------------------

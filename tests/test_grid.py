@@ -34,15 +34,16 @@ def test_every_committed_result_is_named_by_the_key_of_its_config():
 
 @pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
 def test_each_committed_grid_is_found_whole_or_not_at_all(name):
-    """A data set's setting of a grid whose result files are found only in part means the key
-    scheme drifted (a sweep's default setting may be found alone: it is another chapter's
-    grid; a data set may be committed at full before the others)."""
+    """A data set's setting of a method in a grid whose result files are found only in part
+    means the key scheme drifted (a sweep's default setting may be found alone: it is another
+    chapter's grid; so may one method's runs; a data set may be committed at full before the
+    others)."""
     stored = {(p.parts[-3], canonical_json(r["config"])) for p, r in committed()}
     for scale in ("cpu", "full"):
         by_variant: dict[tuple, list[bool]] = {}
         for u in ex.EXPERIMENTS[name].grid(scale):
             found = (scale, canonical_json(u.config())) in stored
-            by_variant.setdefault((u.dataset, u.variant), []).append(found)
+            by_variant.setdefault((u.dataset, u.variant, u.method), []).append(found)
         for variant, found in by_variant.items():
             assert all(found) or not any(found), (name, scale, variant, sum(found), len(found))
             if scale == "cpu":
@@ -176,7 +177,7 @@ def test_named_combinations_and_the_whole_train_split_share_the_default_units():
         ({"axes": {"colour": [1]}}, "unknown setting 'colour'"),
         ({"axes": {"offline.windw": [3]}}, "unknown setting 'offline.windw'"),
         ({"axes": {"offline.window": [0.5, 3]}}, "window must be in"),
-        ({"axes": {"offline.formula": ["levels"]}}, "unknown formula"),
+        ({"axes": {"offline.formula": ["log_ratio"]}}, "unknown formula"),
         ({"fixed": {"data.noise": 1}}, "unknown setting 'data.noise'"),
         ({"axes": {"train.lr": []}}, "no values"),
         ({"combos": "pix+kar"}, "combination rule 'pix\\+kar'"),
