@@ -159,16 +159,29 @@ class DegeneratePolicy:
     4. Finally every weight is raised to at least ``min_weight`` and the rest renormalised
        (rule ``min_weight``), so that no head, in particular the fused head that we evaluate,
        is ever switched off: a head with weight 0 is never trained and predicts at chance.
+
+    Two further floors, off by default (the printed formula stays the reference), answer the
+    fused-head collapse, where a head whose |dO| is tiny takes nearly all the weight:
+    ``noise_floor`` raises |dO| to at least that many standard errors of dO over the samples
+    of V (rule ``noise_floor``: a change in overfitting smaller than its own sampling noise is
+    not evidence of not overfitting), and ``joint_min_weight`` keeps the fused head's weight
+    at least that (rule ``joint_min_weight``).
     """
 
     min_weight: float = 0.01
     relative_overfit_floor: float = 1e-3
+    noise_floor: float = 0.0
+    joint_min_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_weight < 1:
             raise ValueError("min_weight must be in [0, 1)")
         if not 0 < self.relative_overfit_floor < 1:
             raise ValueError("relative_overfit_floor must be in (0, 1)")
+        if self.noise_floor < 0:
+            raise ValueError("noise_floor must be >= 0")
+        if not 0 <= self.joint_min_weight < 1:
+            raise ValueError("joint_min_weight must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -219,11 +232,14 @@ def estimate_weights(
     policy: DegeneratePolicy | None = None,
     context: Mapping[str, Any] | None = None,
     formula: str = "paper",
+    delta_o_se: Mapping[str, float] | None = None,
 ) -> WeightEstimate:
     """Algorithm 1's last line: w_i = (1/Z) dG_i / dO_i^2 with sum(w) = 1, plus the policy.
 
     ``formula`` other than ``"paper"`` computes one of the variants of :data:`FORMULAS`; the
     estimate's ``delta_g`` and ``delta_o`` are then the terms that variant used.
+    ``delta_o_se``: each head's standard error of dO over V, which the policy's
+    ``noise_floor`` needs.
     """
     if formula not in FORMULAS:
         raise ValueError(f"unknown formula {formula!r}; valid: {', '.join(FORMULAS)}")
@@ -232,6 +248,8 @@ def estimate_weights(
     heads = list(before.train)
     if policy.min_weight * len(heads) >= 1:
         raise ValueError(f"min_weight {policy.min_weight} leaves nothing for {len(heads)} heads")
+    if policy.noise_floor > 0 and delta_o_se is None:
+        raise ValueError("the policy's noise_floor needs the standard errors of dO (delta_o_se)")
     d_g = generalization_gain(before, after)
     d_o = overfitting_change(before, after)
     if formula == "levels":
@@ -267,6 +285,9 @@ def estimate_weights(
                 if o < floor:
                     log(h, "overfit_floor", f"|dO|={o:.3g} raised to {floor:.3g}")
                     o = floor
+                if policy.noise_floor > 0 and o < (noise := policy.noise_floor * delta_o_se[h]):
+                    log(h, "noise_floor", f"|dO|={o:.3g} raised to {noise:.3g} (its noise)")
+                    o = noise
                 raw[h] = d_g[h] / o**2
     total = sum(raw.values())
     if total > 0 and formula == "softmax":
@@ -279,6 +300,12 @@ def estimate_weights(
         log("*", "all_degenerate", "no head generalised: uniform weights")
         weights = dict.fromkeys(heads, 1.0 / len(heads))
     weights = _apply_min_weight(weights, policy.min_weight, log)
+    if JOINT in weights and weights[JOINT] < policy.joint_min_weight:
+        rest = 1.0 - weights[JOINT]
+        share = (1.0 - policy.joint_min_weight) / rest if rest > 0 else 0.0
+        weights = {h: policy.joint_min_weight if h == JOINT else w * share
+                   for h, w in weights.items()}  # fmt: skip
+        log(JOINT, "joint_min_weight", f"raised to {policy.joint_min_weight}")
     return WeightEstimate(
         weights=weights,
         delta_g=d_g,
@@ -340,6 +367,18 @@ def heldout_subset(heldout: np.ndarray, frac: float, seed: int) -> np.ndarray:
     return np.sort(rng.choice(np.asarray(heldout), size=size, replace=False))
 
 
+def delta_o_standard_errors(
+    heldout_before: Mapping[str, np.ndarray], heldout_after: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """Each head's standard error of dO over the samples of V: with T' fixed, dO's sampling
+    noise is that of the mean per-sample change on V, sd(after - before) / sqrt(n)."""
+    out = {}
+    for head, before in heldout_before.items():
+        change = np.asarray(heldout_after[head]) - np.asarray(before)
+        out[head] = float(change.std(ddof=1) / np.sqrt(len(change))) if len(change) > 1 else 0.0
+    return out
+
+
 def bootstrap_weights(
     before: Measurement,
     after: Measurement,
@@ -349,6 +388,7 @@ def bootstrap_weights(
     seed: int,
     policy: DegeneratePolicy | None = None,
     formula: str = "paper",
+    delta_o_se: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """A 95% percentile interval of each head's weight over ``resamples`` bootstrap resamples
     of V: the per-sample V values (loss or correctness) before and after are resampled
@@ -368,6 +408,7 @@ def bootstrap_weights(
                         after.metric),
             policy,
             formula=formula,
+            delta_o_se=delta_o_se,
         )  # fmt: skip
         acted += bool(est.fallbacks)
         for h in heads:
@@ -435,6 +476,9 @@ def gb_estimate(
     Returns the estimate and the cost: extra epochs and seconds.
     """
     options = options or EstimatorOptions()
+    policy = policy or DegeneratePolicy()
+    if policy.noise_floor > 0 and options.measure_at != "last":
+        raise ValueError("the noise floor reads V per sample at the window's end (measure_at)")
     heads = tuple(model.heads)
     seed = config.seed + COPY_DRAW_STRIDE * options.copy_draw
     copy_config = replace(
@@ -453,7 +497,8 @@ def gb_estimate(
     copies = EstimationCopies(model)
     trainer = Trainer(copy_config).start(copies, x, y, {**splits, "heldout": heldout})
     bootstrap = options.bootstrap > 0 and options.measure_at == "last"
-    held_samples_before = trainer.measure_per_sample("heldout", metric) if bootstrap else {}
+    per_sample = bootstrap or policy.noise_floor > 0
+    held_samples_before = trainer.measure_per_sample("heldout", metric) if per_sample else {}
     trainer.train_epochs(
         n_epochs, dict.fromkeys(heads, 1.0), record_every_epoch=options.measure_at == "best"
     ).finish()
@@ -467,6 +512,10 @@ def gb_estimate(
         train_after[head], held_after[head] = _measure(trainer, head, after_epochs[head], metric)
     before = Measurement(train_before, held_before, metric)
     after = Measurement(train_after, held_after, metric)
+    held_samples_after = trainer.measure_per_sample("heldout", metric) if per_sample else {}
+    delta_o_se = (
+        delta_o_standard_errors(held_samples_before, held_samples_after) if per_sample else None
+    )
     estimate = estimate_weights(
         before,
         after,
@@ -478,12 +527,12 @@ def gb_estimate(
             **({"after_epochs": after_epochs} if options.measure_at == "best" else {}),
         },
         formula=options.formula,
+        delta_o_se=delta_o_se,
     )
     if bootstrap:
-        held_samples_after = trainer.measure_per_sample("heldout", metric)
         estimate.bootstrap = bootstrap_weights(
             before, after, held_samples_before, held_samples_after, options.bootstrap, seed,
-            policy, options.formula,
+            policy, options.formula, delta_o_se,
         )  # fmt: skip
     cost = {"extra_epochs": float(n_epochs * len(heads)), "seconds": time.perf_counter() - started}
     return estimate, cost

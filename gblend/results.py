@@ -183,7 +183,7 @@ def history_from_json(columns: Mapping[str, list]) -> pd.DataFrame:
     return pd.DataFrame(dict(columns))
 
 
-# --- The paper's numbers, quoted as data (paper.md §1; Kinetics, video top-1 V@1, %) -------
+# --- The paper's numbers, quoted as data (its Tables 1-5; Kinetics, video top-1 V@1, %) -------
 
 
 def paper_table1() -> pd.DataFrame:
@@ -220,7 +220,7 @@ def paper_table2() -> pd.DataFrame:
     """Paper Table 2: Kinetics, RGB + audio, SGD (Clip, V@1, V@5 in %).
 
     The paper prints naive A+RGB V@1 as 71.7 here and in Table 5 but as 71.4 in Tables 1 and
-    4 and Fig. 1 (paper.md §1, inconsistency 1); we quote each table as printed.
+    4 and Fig. 1 (the paper's own inconsistency); we quote each table as printed.
     """
     rows = [
         ("naive", "Naive Training", 61.8, 71.7, 89.6),

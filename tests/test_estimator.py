@@ -307,3 +307,52 @@ def test_the_redraw_table_flags_a_collapse_against_naive():
     assert list(table.draw) == [0, 1] and list(table.collapsed) == [True, False]
     assert table.loc[0, "w_joint"] == pytest.approx(0.01)
     assert table.loc[0, "offline_acc"] == pytest.approx(20.0)
+
+
+# --- the two named floors of the policy ---------------------------------------------------
+
+
+def test_the_noise_floor_raises_a_change_in_overfitting_below_its_noise():
+    # b's dO is 0.3; with a standard error of 0.5 and a floor of 2 it counts as 1.0
+    se = {"a": 0.01, "b": 0.5}
+    est = estimate_weights(BEFORE, AFTER, DegeneratePolicy(0.0, noise_floor=2.0), delta_o_se=se)
+    raw = {"a": 0.6 / 0.4**2, "b": 0.2 / 1.0**2}
+    assert est.weights == pytest.approx({h: w / sum(raw.values()) for h, w in raw.items()})
+    assert [f.rule for f in est.fallbacks] == ["noise_floor"]
+    off = estimate_weights(BEFORE, AFTER, NO_FLOOR, delta_o_se=se)
+    assert off.weights == estimate_weights(BEFORE, AFTER, NO_FLOOR).weights
+    with pytest.raises(ValueError, match="delta_o_se"):
+        estimate_weights(BEFORE, AFTER, DegeneratePolicy(noise_floor=1.0))
+
+
+def test_the_standard_error_of_the_change_is_that_of_the_mean_per_sample_change():
+    from gblend.blend import delta_o_standard_errors
+
+    before = {"a": np.array([1.0, 2.0, 3.0, 4.0])}
+    after = {"a": np.array([1.5, 2.0, 3.5, 5.0])}  # changes 0.5, 0, 0.5, 1
+    change = np.array([0.5, 0.0, 0.5, 1.0])
+    expected = change.std(ddof=1) / 2
+    assert delta_o_standard_errors(before, after)["a"] == pytest.approx(expected)
+
+
+def test_the_fused_heads_floor_keeps_the_evaluated_head_trained():
+    before, after = pair({"a": 2.0, JOINT: 2.0}, {"a": 2.2, JOINT: 2.1},
+                         {"a": 1.0, JOINT: 1.5}, {"a": 1.6, JOINT: 2.05})  # fmt: skip
+    starved = estimate_weights(before, after, DegeneratePolicy(min_weight=0.01))
+    assert starved.weights[JOINT] < 0.1  # a: 0.6 / 0.4^2 against joint: 0.05 / 0.45^2
+    kept = estimate_weights(before, after, DegeneratePolicy(0.01, joint_min_weight=0.25))
+    assert kept.weights[JOINT] == pytest.approx(0.25)
+    assert sum(kept.weights.values()) == pytest.approx(1.0)
+    assert "joint_min_weight" in [f.rule for f in kept.fallbacks]
+
+
+def test_offline_params_pass_their_policy_floors_on():
+    params = gmethods.OfflineParams(noise_floor=2.0, joint_min_weight=0.25)
+    assert params.policy() == DegeneratePolicy(0.01, noise_floor=2.0, joint_min_weight=0.25)
+    x, y, splits = task()
+    policy = params.policy()
+    est, _ = gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=policy)
+    assert est.weights[JOINT] >= 0.25 - 1e-12
+    with pytest.raises(ValueError, match="measure_at"):
+        gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=policy,
+                    options=EstimatorOptions(measure_at="best"))  # fmt: skip

@@ -307,8 +307,8 @@ def _claim_row(dataset: str, number: int, statement: str, parts) -> dict:
 
 
 def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
-    """Verdicts on claims 5, 6, 8, 10 and 13 of paper.md §8, per data set (all modalities),
-    judged on the fixed schedule (test accuracy at the last epoch)."""
+    """Verdicts on claims 5, 6, 8, 10 and 13 (the paper's Tables 2, 4 and 5), per data set
+    (all modalities), judged on the fixed schedule (test accuracy at the last epoch)."""
     rows = []
     for (dataset, variant), sub in by_setting(runs):
         combo = max(sub.combo.unique(), key=lambda c: c.count("+"))

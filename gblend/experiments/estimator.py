@@ -41,6 +41,8 @@ OPTION_TEXT = {
     "metric": "metric (claim 16)",
     "heldout_frac": "share of V (claim 17)",
     "formula": "formula",
+    "noise_floor": "|ΔO| raised to this many standard errors (policy)",
+    "joint_min_weight": "the fused head's weight floor (policy)",
     "copy_draw": "the copies redrawn (same checkpoint)",
 }
 VALUE_TEXT = {

@@ -41,18 +41,22 @@ class NoParams:
 
 
 _PAPER = blend.EstimatorOptions()
+_POLICY = blend.DegeneratePolicy()
 
 
 @dataclass(frozen=True)
 class OfflineParams:
     """Offline G-Blend (Algorithm 2). The window n: ``estimate_epochs`` epochs, or (0) the
     fraction ``window`` of the run's N (the paper: n = N); ``metric``: loss or acc;
-    ``min_weight``: the policy's floor per head; the other fields are the estimator's
+    ``min_weight``, ``noise_floor``, ``joint_min_weight``: the degenerate-case policy's
+    floors (:class:`~gblend.blend.DegeneratePolicy`); the other fields are the estimator's
     :class:`~gblend.blend.EstimatorOptions` (defaults: the paper's algorithm)."""
 
     estimate_epochs: int = 0
     metric: str = "loss"
     min_weight: float = 0.01
+    noise_floor: float = _POLICY.noise_floor
+    joint_min_weight: float = _POLICY.joint_min_weight
     window: float = 1.0
     copy_schedule: str = _PAPER.copy_schedule
     measure_at: str = _PAPER.measure_at
@@ -65,11 +69,19 @@ class OfflineParams:
         if not 0 < self.window <= 1:
             raise ValueError(f"window must be in (0, 1], got {self.window}")
         self.options()  # unknown option values raise here, before any compute
+        self.policy()
 
     def resolve(self, epochs: int) -> OfflineParams:
         """n in epochs; the window is spent (a run with n = N/2 has one key however asked)."""
         n = self.estimate_epochs or max(1, round(self.window * epochs))
         return _replace(self, estimate_epochs=n, window=1.0)
+
+    def policy(self) -> blend.DegeneratePolicy:
+        return blend.DegeneratePolicy(
+            min_weight=self.min_weight,
+            noise_floor=self.noise_floor,
+            joint_min_weight=self.joint_min_weight,
+        )
 
     def options(self) -> blend.EstimatorOptions:
         names = {f.name for f in fields(blend.EstimatorOptions)}
@@ -78,7 +90,12 @@ class OfflineParams:
 
 # Parameters added after the first offline results were keyed, at their defaults: left out of
 # every key (see gblend.experiments.grid), so those results stand.
-LATER_PARAMS = {"window": 1.0, **asdict(_PAPER)}
+LATER_PARAMS = {
+    "window": 1.0,
+    "noise_floor": _POLICY.noise_floor,
+    "joint_min_weight": _POLICY.joint_min_weight,
+    **asdict(_PAPER),
+}
 
 
 @dataclass(frozen=True)
@@ -185,7 +202,7 @@ def _offline(unit: Unit, dataset: gdata.Dataset, joint_only: bool = False) -> Ou
         unit.train,
         estimate_epochs=p.estimate_epochs,
         metric=p.metric,
-        policy=blend.DegeneratePolicy(min_weight=p.min_weight),
+        policy=p.policy(),
         options=p.options(),
         joint_only=joint_only,
     )

@@ -76,6 +76,8 @@ ESTIMATOR_AXES = (
     ("offline.metric", ("loss", "acc")),
     ("offline.heldout_frac", (1.0, 0.5, 0.25, 0.1)),
     ("offline.formula", ("paper", "levels", "abs_gain", "softmax")),
+    ("offline.noise_floor", (0.0, 2.0)),
+    ("offline.joint_min_weight", (0.0, 0.25)),
     ("offline.copy_draw", (0, 1, 2, 3)),
 )
 ESTIMATOR_METHODS = ("naive", "uniform", "aux_floor", "joint_lr_matched", "offline")

@@ -63,7 +63,7 @@ def train_config(scale: Scale, seed: int, device: str = "auto", **overrides: obj
     """SGD with momentum and one x0.1 learning-rate step at 60% of training.
 
     The paper's curves (Fig. 4) suggest one step near epoch 20 of 45; the rest of its schedule
-    is unknown (paper.md §5), so this is our choice, used unchanged for every method.
+    is not given in the paper, so this is our choice, used unchanged for every method.
     """
     config = TrainConfig(
         epochs=scale.epochs,

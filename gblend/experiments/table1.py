@@ -85,8 +85,9 @@ def summarize(runs: pd.DataFrame, selections: Sequence[str] = tuple(SELECTIONS))
 
 
 def claims(runs: pd.DataFrame) -> pd.DataFrame:
-    """Verdicts on claims 1-3 of paper.md §8, per data set, with the evidence in numbers;
-    judged on the fixed schedule (the runs' last-epoch columns) by :func:`stats.label`."""
+    """Verdicts on claims 1-3 (the paper's Table 1 and Figure 4), per data set, with the
+    evidence in numbers; judged on the fixed schedule (the runs' last-epoch columns) by
+    :func:`stats.label`."""
     runs = runs.assign(overfit_last=overfitting(runs, "val"))
     rows = []
     for (dataset, variant), group in by_setting(runs):
