@@ -356,3 +356,51 @@ def test_offline_params_pass_their_policy_floors_on():
     with pytest.raises(ValueError, match="measure_at"):
         gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=policy,
                     options=EstimatorOptions(measure_at="best"))  # fmt: skip
+
+
+# --- claims 8 and 9 with intervals -----------------------------------------------------------
+
+
+def claim8(weights_per_seed):
+    import pandas as pd
+
+    from gblend.experiments.blending import _weight_claim
+
+    runs = pd.DataFrame(
+        [{"n_modalities": 1, "combo": c, "val_acc_last": acc, "seed": s}
+         for s in range(5) for c, acc in (("a", 0.9), ("b", 0.5))]
+    )  # fmt: skip
+    rows = []
+    for seed, w in enumerate(weights_per_seed):
+        for head, value in w.items():
+            rows.append({"dataset": "d", "combo": "a+b", "method": "offline", "seed": seed,
+                         "super_epoch": 0, "head": head, "weight": value})  # fmt: skip
+    return _weight_claim("d", "a+b", runs, pd.DataFrame(rows))
+
+
+def test_claim_8_is_judged_on_paired_weights_and_a_tie_is_no_evidence():
+    ordered = [{"a": 0.6 + 0.01 * s, "b": 0.1, JOINT: 0.3 - 0.01 * s} for s in range(5)]
+    assert claim8(ordered)["verdict"] == "reproduced"
+    reversed_ = [{"a": 0.1, "b": 0.6 + 0.01 * s, JOINT: 0.3 - 0.01 * s} for s in range(5)]
+    assert claim8(reversed_)["verdict"] == "contradicted"
+    tied = [{"a": 0.01, "b": 0.01, JOINT: 0.98}] * 5  # both at the floor: no order to read
+    assert claim8(tied)["verdict"].startswith("not detectable")
+
+
+def test_claim_9_needs_a_change_beyond_the_seeds_spread():
+    import pandas as pd
+
+    from gblend.experiments.blending import _weight_change_claim
+
+    rng = np.random.default_rng(0)
+
+    def frame(path, noise):
+        return pd.DataFrame(
+            [{"head": JOINT, "super_epoch": e, "seed": s, "weight": w + noise * rng.normal()}
+             for e, w in enumerate(path) for s in range(5)]
+        )  # fmt: skip
+
+    assert _weight_change_claim(frame([0.2, 0.5, 0.8], 0.02), 5)["verdict"] == "reproduced"
+    flat = _weight_change_claim(frame([0.5, 0.52, 0.5], 0.2), 5)
+    assert flat["verdict"].startswith("not detectable")
+    assert _weight_change_claim(frame([0.2, 0.8], 0.0), 1)["verdict"].startswith("undetermined")
