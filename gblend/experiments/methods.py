@@ -13,7 +13,7 @@ method does changes, bump it and its old results are never reused.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -118,6 +118,19 @@ class OnlineParams:
         )
 
 
+@dataclass(frozen=True)
+class PretrainParams:
+    """Pre-training (the paper's Figure 1): each modality's uni-modal network is trained on
+    the run's schedule, its encoder is loaded into the fused model, which is then trained on
+    the same schedule; ``freeze``: the loaded encoders stay fixed (only the fused head
+    trains)."""
+
+    freeze: bool = False
+
+    def resolve(self, epochs: int) -> PretrainParams:
+        return self
+
+
 def _replace(params, **changes):
     return type(params)(**{**asdict(params), **changes})
 
@@ -209,6 +222,32 @@ def _offline(unit: Unit, dataset: gdata.Dataset, joint_only: bool = False) -> Ou
     return run.trainer, _blend_extras(run)
 
 
+def pretrained_encoders(unit: Unit, dataset: gdata.Dataset) -> dict[str, dict]:
+    """Each modality's encoder weights after its uni-modal network's schedule: the naive
+    uni-modal run of the same seed and settings (the last epoch, as the fixed schedule reads
+    it, not its best val epoch)."""
+    states = {}
+    for modality in unit.modalities:
+        torch.manual_seed(unit.seed)
+        net = FusionNet({modality: dataset.specs[modality]}, dataset.n_classes, unit.model)
+        config = replace(unit.train, restore_best=False)
+        Trainer(config).fit(net, {modality: dataset.x[modality]}, dataset.y, dataset.splits)
+        states[modality] = {k: v.detach().cpu().clone() for k, v in
+                            net.encoders[modality].state_dict().items()}  # fmt: skip
+    return states
+
+
+def _pretrain(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    p: PretrainParams = unit.params
+    model = _model(unit, dataset)
+    encoders = pretrained_encoders(unit, dataset)
+    for modality, state in encoders.items():
+        model.encoders[modality].load_state_dict(state)
+        model.encoders[modality].requires_grad_(not p.freeze)
+    trainer = Trainer(unit.train).fit(model, dataset.x, dataset.y, dataset.splits)
+    return trainer, {}
+
+
 def _joint_lr_matched(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     return _offline(unit, dataset, joint_only=True)
 
@@ -276,6 +315,16 @@ register(
         _plain,
         batch_weights=floor_weights,
         cost=1.5,
+    )
+)
+register(
+    Method(
+        "pretrain",
+        "pre-training (uni-modal encoders, then fine-tuned)",
+        _pretrain,
+        PretrainParams,
+        multi_head=False,
+        cost=3.0,
     )
 )
 register(

@@ -1,0 +1,106 @@
+"""The baselines the paper says do not fix naive fusion, as options of the same model, trainer
+and method registry: each test fails when its option is silently ignored."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from gblend import data as gdata
+from gblend import experiments as ex
+from gblend.experiments import methods as gmethods
+from gblend.models import JOINT, FusionNet, ModelConfig
+from gblend.train import OPTIMIZERS, TrainConfig, Trainer, make_optimizer
+
+
+@pytest.fixture()
+def toy():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    left = rng.normal(size=(180, 5)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 5))
+    right = rng.normal(size=(180, 6)) + 0.5 * np.eye(3)[y] @ rng.normal(size=(3, 6))
+    gdata.register_arrays("toy_baselines", {"left": left, "right": right}, y, classes="abc")
+    yield gdata.load("toy_baselines", seed=0)
+    gdata.unregister("toy_baselines")
+
+
+def unit_of(method, dataset_name, **params):
+    grid = ex.Grid.resolve("smoke", dataset_name, methods=(method,), combos="study")
+    (unit,) = list(grid)
+    return replace(unit, params=gmethods.get(method).make_params(params).resolve(2))
+
+
+def test_dropout_at_the_concatenation_is_active_in_train_mode_only():
+    specs = {
+        "a": gdata.ModalitySpec("a", "vector", (4,)),
+        "b": gdata.ModalitySpec("b", "vector", (4,)),
+    }
+    torch.manual_seed(0)
+    net = FusionNet(specs, 3, ModelConfig(dropout=0.5))
+    x = {"a": torch.randn(64, 4), "b": torch.randn(64, 4)}
+    net.train()
+    assert not torch.equal(net(x)[JOINT], net(x)[JOINT])  # new masks each call
+    net.eval()
+    assert torch.equal(net(x)[JOINT], net(x)[JOINT])
+    plain = FusionNet(specs, 3, ModelConfig(dropout=0.0)).train()
+    assert torch.equal(plain(x)[JOINT], plain(x)[JOINT])
+
+
+def test_early_stopping_stops_and_restores_the_best_val_weights(toy):
+    config = TrainConfig(epochs=40, batch_size=16, lr=0.2, patience=2, train_subset_size=50)
+    torch.manual_seed(0)
+    net = FusionNet(toy.specs, toy.n_classes)
+    trainer = Trainer(config).fit(net, toy.x, toy.y, toy.splits)
+    assert trainer.stopped_ and trainer.epochs_run_ < 40
+    assert trainer.epochs_run_ - trainer.best_epoch_ == 2
+    # the weights it ends with are the best epoch's: their val accuracy is the recorded best
+    val = trainer.measure("val")[JOINT][1]
+    hist = trainer.history_
+    best = hist[(hist.epoch == trainer.best_epoch_) & (hist.split == "val")]
+    assert val == pytest.approx(float(best[best["head"] == JOINT].acc.iloc[0]))
+
+
+def test_pretraining_loads_the_unimodal_encoders_and_freezing_keeps_them(toy):
+    unit = unit_of("pretrain", "toy_baselines", freeze=True)
+    encoders = gmethods.pretrained_encoders(unit, toy)
+    # the encoder of the naive uni-modal network trained on its own, same seed and schedule
+    torch.manual_seed(unit.seed)
+    alone = FusionNet({"left": toy.specs["left"]}, toy.n_classes, unit.model)
+    Trainer(replace(unit.train, restore_best=False)).fit(
+        alone, {"left": toy.x["left"]}, toy.y, toy.splits
+    )
+    for name, tensor in alone.encoders["left"].state_dict().items():
+        assert torch.equal(encoders["left"][name], tensor.cpu()), name
+    trainer, _ = gmethods.get("pretrain").train(unit, toy)
+    for modality in ("left", "right"):
+        for name, tensor in trainer.model_.encoders[modality].state_dict().items():
+            assert torch.equal(tensor.cpu(), encoders[modality][name]), (modality, name)
+    # not frozen: fine-tuning moves them
+    free = unit_of("pretrain", "toy_baselines", freeze=False)
+    moved, _ = gmethods.get("pretrain").train(free, toy)
+    state = moved.model_.encoders["left"].state_dict()
+    assert any(not torch.equal(state[n].cpu(), encoders["left"][n]) for n in state)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_is_torch_optims_update(name):
+    config = TrainConfig(optimizer=name, lr=0.05, weight_decay=1e-3, momentum=0.9)
+    torch.manual_seed(0)
+    ours = torch.nn.Linear(3, 2)
+    theirs = torch.nn.Linear(3, 2)
+    theirs.load_state_dict(ours.state_dict())
+    reference = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        "adam": lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=1e-3),
+        "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.05, weight_decay=1e-3),
+    }[name](theirs.parameters())
+    mine = make_optimizer(ours.parameters(), config)
+    x = torch.randn(8, 3)
+    for model, optimizer in ((ours, mine), (theirs, reference)):
+        for _ in range(2):  # two steps: momentum and moment estimates enter the second
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
