@@ -11,7 +11,8 @@ data and its splits, and the loss weights. What a run *is* lives here, once:
 * the data a run sees: T' drawn from the seed (:func:`split_indices`), and each epoch's
   mini-batch order (``passes_per_epoch`` shuffled passes over train) from a generator seeded
   with it (:meth:`Run.epoch_order`);
-* the objective, the weighted sum of the heads' mean cross-entropies (:func:`weighted_loss`);
+* the objective, the weighted sum of the heads' mean cross-entropies (:func:`weighted_loss`),
+  or their combination by the model's learned ``loss_weighting`` where it has one;
 * the learning-rate schedule (:func:`scheduled_lr`, PyTorch's ``MultiStepLR`` exactly);
 * the bookkeeping (:class:`Run`): the history rows, the best val epoch of ``select_head``,
   patience and the stop flag, and the non-finite training-loss check;
@@ -111,9 +112,11 @@ def split_indices(
     }
 
 
-def weighted_loss(logits, target, weights, mask=None):
+def weighted_loss(logits, target, weights, mask=None, weighting=None):
     """sum_h w_h * (mean cross-entropy of head h), over the samples where ``mask`` is 1 when a
-    mask is given. ``weights``: head -> weight, for the heads that enter the sum."""
+    mask is given. ``weights``: head -> weight, for the heads that enter the sum. A
+    ``weighting`` module (a model's learned loss weights) combines those heads' losses
+    instead, each multiplied by its fixed weight first."""
 
     def head_loss(head):
         if mask is None:
@@ -121,6 +124,8 @@ def weighted_loss(logits, target, weights, mask=None):
         per_sample = F.cross_entropy(logits[head], target, reduction="none")
         return (per_sample * mask).sum() / mask.sum().clamp(min=1)
 
+    if weighting is not None:
+        return weighting({h: w * head_loss(h) for h, w in weights.items()})
     return sum(w * head_loss(h) for h, w in weights.items())
 
 

@@ -177,3 +177,24 @@ class FusionNet(nn.Module):
         if len(present) == len(self.modalities):
             logits[JOINT] = self.fused_head(torch.cat([features[m] for m in present], dim=1))
         return logits
+
+
+class UncertaintyWeights(nn.Module):
+    """Learned loss weights by homoscedastic uncertainty (Kendall, Gal & Cipolla, CVPR 2018;
+    the paper's learned-weights baseline): one log-variance s_h per head, initialised at 0,
+    and the loss sum_h exp(-s_h) L_h + s_h / 2 (their classification form,
+    (1/sigma^2) L + log sigma). Attached to a model as ``loss_weighting``, the trainer combines
+    the heads' losses with it and the optimizer trains the s_h with the network."""
+
+    def __init__(self, heads: tuple[str, ...]) -> None:
+        super().__init__()
+        self.log_vars = nn.ParameterDict({h: nn.Parameter(torch.zeros(())) for h in heads})
+
+    def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum(torch.exp(-self.log_vars[h]) * loss + self.log_vars[h] / 2
+                   for h, loss in losses.items())  # fmt: skip
+
+    def weights(self) -> dict[str, float]:
+        """The current effective weights exp(-s_h), normalised to sum 1 (as G-Blend's)."""
+        raw = {h: float(torch.exp(-s.detach())) for h, s in self.log_vars.items()}
+        return {h: w / sum(raw.values()) for h, w in raw.items()}

@@ -269,13 +269,16 @@ class Trainer:
         (order,) = orders
         weights = {h: w for h, w in self._run.loss_weights.items() if w > 0}
         model, x, y, optimizer = self.model_, self._x, self._y, self.optimizer_
+        weighting = getattr(model, "loss_weighting", None)  # learned loss weights, if any
         for group in optimizer.param_groups:
             group["lr"] = lrs[0]
         model.train()
         order = order.to(self._y.device)
         for start in range(0, len(order), self.config.batch_size):
             batch = order[start : start + self.config.batch_size]
-            loss = loop.weighted_loss(model({m: t[batch] for m, t in x.items()}), y[batch], weights)
+            loss = loop.weighted_loss(
+                model({m: t[batch] for m, t in x.items()}), y[batch], weights, weighting=weighting
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

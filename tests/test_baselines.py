@@ -104,3 +104,26 @@ def test_each_optimizer_is_torch_optims_update(name):
             optimizer.step()
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_learned_weights_receive_gradients_and_are_kept_over_training(toy):
+    from gblend.models import UncertaintyWeights
+
+    weighting = UncertaintyWeights(("a", JOINT))
+    losses = {"a": torch.tensor(2.0), JOINT: torch.tensor(0.5)}
+    weighting(losses).backward()
+    # d/ds [exp(-s) L + s/2] at s = 0 is 1/2 - L
+    assert float(weighting.log_vars["a"].grad) == pytest.approx(0.5 - 2.0)
+    assert float(weighting.log_vars[JOINT].grad) == pytest.approx(0.5 - 0.5)
+    unit = unit_of("uncertainty", "toy_baselines")
+    trainer, extras = gmethods.get("uncertainty").train(unit, toy)
+    path = extras["learned_weights"]
+    assert [p["epoch"] for p in path] == list(range(unit.train.epochs + 1))
+    assert path[0] == {"epoch": 0, "left": pytest.approx(1 / 3), "right": pytest.approx(1 / 3),
+                       JOINT: pytest.approx(1 / 3)}  # fmt: skip
+    first, last = ({k: v for k, v in p.items() if k != "epoch"} for p in (path[0], path[-1]))
+    assert last != first  # the optimizer moved them
+    # the trainer ends with the best val epoch's weights, the learned ones included
+    learned = trainer.model_.loss_weighting.weights()
+    best = path[trainer.best_epoch_]
+    assert learned == pytest.approx({k: v for k, v in best.items() if k != "epoch"})

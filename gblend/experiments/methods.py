@@ -20,7 +20,7 @@ import torch
 
 from gblend import blend
 from gblend import data as gdata
-from gblend.models import JOINT, FusionNet
+from gblend.models import JOINT, FusionNet, UncertaintyWeights
 from gblend.train import Trainer
 
 if TYPE_CHECKING:
@@ -248,6 +248,21 @@ def _pretrain(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     return trainer, {}
 
 
+def _uncertainty(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    """The multi-head model with learned uncertainty weights, trained one epoch at a time so
+    that the weights' path over training is kept (claim 11: where do they drift?)."""
+    model = _model(unit, dataset)
+    model.loss_weighting = UncertaintyWeights(model.heads)
+    trainer = Trainer(unit.train).start(model, dataset.x, dataset.y, dataset.splits)
+    path = [{"epoch": 0, **model.loss_weighting.weights()}]
+    for epoch in range(1, unit.train.epochs + 1):
+        trainer.train_epochs(1)
+        path.append({"epoch": epoch, **trainer.model_.loss_weighting.weights()})
+        if trainer.stopped_:
+            break
+    return trainer.finish(), {"learned_weights": path}
+
+
 def _joint_lr_matched(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     return _offline(unit, dataset, joint_only=True)
 
@@ -315,6 +330,14 @@ register(
         _plain,
         batch_weights=floor_weights,
         cost=1.5,
+    )
+)
+register(
+    Method(
+        "uncertainty",
+        "learned uncertainty weights (Kendall et al.)",
+        _uncertainty,
+        cost=1.6,
     )
 )
 register(

@@ -76,6 +76,8 @@ class RunRecord:
     estimation_epochs: float = 0.0
     estimation_seconds: float = 0.0
     probes: list[dict[str, Any]] = field(default_factory=list)
+    # learned loss weights per epoch (epoch, head -> weight), for methods that learn them
+    learned_weights: list[dict[str, Any]] = field(default_factory=list)
     batched: int = 1
 
     @property
@@ -266,6 +268,18 @@ def weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def learned_weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, epoch, head) of the runs that learn their loss weights."""
+    rows = [
+        _identity(rec) | {"epoch": step["epoch"], "head": head, "weight": weight}
+        for rec in records
+        for step in rec.learned_weights
+        for head, weight in step.items()
+        if head != "epoch"
+    ]
+    return pd.DataFrame(rows, columns=[*IDENTITY, "epoch", "head", "weight"])
+
+
 def probes_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """Figure 5b: one row per (run, super-epoch, branch) of the probed online runs."""
     return pd.DataFrame([_identity(rec) | dict(probe) for rec in records for probe in rec.probes])
@@ -303,3 +317,7 @@ class Results:
     @property
     def probes(self) -> pd.DataFrame:
         return self._frame("probes", probes_frame)
+
+    @property
+    def learned_weights(self) -> pd.DataFrame:
+        return self._frame("learned_weights", learned_weights_frame)
