@@ -24,6 +24,10 @@ import torch
 from torch import nn
 
 JOINT = "joint"  # name of the fused head; per-modality heads are named after their modality
+# How the encoders' features meet (the paper's Figure 1 fusion baselines): concatenation
+# (late), or concatenation after each modality's features are gated by the others'
+# (squeeze-and-excitation) or attend to them (non-local attention over one token per modality)
+FUSIONS = ("late", "se_gate", "nl_gate")
 
 
 class InputSpec(Protocol):
@@ -42,6 +46,11 @@ class ModelConfig:
     fusion_hidden: int = 128  # width of the fused head's two FC layers
     dropout: float = 0.0  # dropout on the concatenated features (paper Fig. 1 "dropout")
     modality_heads: bool = False  # add one linear head per modality (paper Fig. 2c)
+    fusion: str = "late"  # one of FUSIONS
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
 
 
 class MLPEncoder(nn.Module):
@@ -123,6 +132,50 @@ def make_encoder(spec: InputSpec, config: ModelConfig) -> nn.Module:
     raise ValueError(f"unknown modality kind {spec.kind!r}; valid: 'vector', 'image', 'sequence'")
 
 
+class SEGate(nn.Module):
+    """Squeeze-and-excitation gating across modalities: each modality's features are scaled,
+    channel by channel, by a sigmoid gate computed from the *other* modalities' features
+    (f_m * sigmoid(W_m [f_j, j != m])); with one modality it is the identity."""
+
+    def __init__(self, modalities: tuple[str, ...], dim: int) -> None:
+        super().__init__()
+        others = len(modalities) - 1
+        self.gates = nn.ModuleDict(
+            {m: nn.Linear(dim * others, dim) for m in modalities} if others else {}
+        )
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.gates:
+            return features
+        out = {}
+        for m, f in features.items():
+            context = torch.cat([features[j] for j in features if j != m], dim=1)
+            out[m] = f * torch.sigmoid(self.gates[m](context))
+        return out
+
+
+class NLGate(nn.Module):
+    """Non-local (attention) gating across modalities: one token per modality; each token
+    attends to every modality's token (scaled dot-product attention) and adds the result to
+    its features (a residual, so an all-zero value projection is late fusion)."""
+
+    def __init__(self, modalities: tuple[str, ...], dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.scale = dim**-0.5
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        names = list(features)
+        tokens = torch.stack([features[m] for m in names], dim=1)  # (N, k, dim)
+        attention = torch.softmax(
+            self.query(tokens) @ self.key(tokens).transpose(1, 2) * self.scale, dim=-1
+        )
+        mixed = tokens + attention @ self.value(tokens)
+        return {m: mixed[:, i] for i, m in enumerate(names)}
+
+
 class FusionNet(nn.Module):
     """Encoders + late-concat fused head (+ optional per-modality linear heads).
 
@@ -144,6 +197,10 @@ class FusionNet(nn.Module):
         cfg = self.config
         self.encoders = nn.ModuleDict({m: make_encoder(specs[m], cfg) for m in self.modalities})
         fused_dim = cfg.feature_dim * len(self.modalities)
+        gates = {"late": None, "se_gate": SEGate, "nl_gate": NLGate}
+        gate = gates[cfg.fusion]
+        # late fusion keeps no module here, so its parameters (and saved weights) stay as they were
+        self.gate = gate(self.modalities, cfg.feature_dim) if gate is not None else None
         self.fused_head = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(fused_dim, cfg.fusion_hidden),
@@ -175,7 +232,8 @@ class FusionNet(nn.Module):
         features = {m: self.encoders[m](x[m]) for m in present}
         logits = {m: head(features[m]) for m, head in self.modality_heads.items() if m in x}
         if len(present) == len(self.modalities):
-            logits[JOINT] = self.fused_head(torch.cat([features[m] for m in present], dim=1))
+            fused = features if self.gate is None else self.gate(features)
+            logits[JOINT] = self.fused_head(torch.cat([fused[m] for m in present], dim=1))
         return logits
 
 

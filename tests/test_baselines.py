@@ -127,3 +127,51 @@ def test_learned_weights_receive_gradients_and_are_kept_over_training(toy):
     learned = trainer.model_.loss_weighting.weights()
     best = path[trainer.best_epoch_]
     assert learned == pytest.approx({k: v for k, v in best.items() if k != "epoch"})
+
+
+def vector_specs():
+    return {m: gdata.ModalitySpec(m, "vector", (4,)) for m in ("a", "b")}
+
+
+def count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("fusion", ["se_gate", "nl_gate"])
+def test_each_fusion_changes_the_parameters_and_the_forward_pass_as_stated(fusion):
+    cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16)
+    torch.manual_seed(0)
+    late = FusionNet(vector_specs(), 3, cfg)
+    torch.manual_seed(0)
+    gated = FusionNet(vector_specs(), 3, replace(cfg, fusion=fusion))
+    extra = {"se_gate": 2 * (8 * 8 + 8), "nl_gate": 3 * (8 * 8 + 8)}[fusion]
+    assert count(gated) - count(late) == extra
+    x = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    # the same encoders and fused head (same seed, the gate is built after the encoders)
+    gated.fused_head.load_state_dict(late.fused_head.state_dict())
+    assert torch.equal(gated.encoders["a"](x["a"]), late.encoders["a"](x["a"]))
+    assert not torch.allclose(gated(x)[JOINT], late(x)[JOINT])
+
+
+def test_the_se_gate_scales_each_modality_by_the_others():
+    cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16, fusion="se_gate")
+    net = FusionNet(vector_specs(), 3, cfg)
+    features = {"a": torch.randn(5, 8), "b": torch.randn(5, 8)}
+    gated = net.gate(features)
+    expected = features["a"] * torch.sigmoid(net.gate.gates["a"](features["b"]))
+    assert torch.allclose(gated["a"], expected)
+
+
+def test_a_zero_value_projection_makes_the_nl_gate_late_fusion():
+    cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16, fusion="nl_gate")
+    net = FusionNet(vector_specs(), 3, cfg)
+    torch.nn.init.zeros_(net.gate.value.weight)
+    torch.nn.init.zeros_(net.gate.value.bias)
+    features = {"a": torch.randn(5, 8), "b": torch.randn(5, 8)}
+    out = net.gate(features)
+    assert all(torch.equal(out[m], features[m]) for m in features)
+
+
+def test_unknown_fusion_is_refused():
+    with pytest.raises(ValueError, match="fusion"):
+        ModelConfig(fusion="mid_concat_typo")

@@ -331,3 +331,25 @@ def test_an_image_encoder_batches_like_the_others():
         np.testing.assert_allclose(
             single.history_.loss, batched.histories_[r].loss, atol=LOSS_ATOL, rtol=0
         )
+
+
+@pytest.mark.parametrize("fusion", ["se_gate", "nl_gate"])
+def test_gated_fusions_batch_like_late_fusion(fusion):
+    """The gates' parameters go through vmap like the encoders': batched runs of a gated
+    model are the single runs."""
+    seeds = [0, 1]
+    data = [run_data(s, 150) for s in seeds]
+
+    def gated(seed):
+        torch.manual_seed(seed)
+        return FusionNet(SPECS, 3, ModelConfig(hidden=16, feature_dim=8, fusion=fusion))
+
+    config = config_for("sgd")
+    batched = BatchedTrainer(config).fit([gated(s) for s in seeds], data, seeds, None)
+    for r, seed in enumerate(seeds):
+        single = Trainer(replace(config, seed=seed)).fit(
+            gated(seed), data[r].x, data[r].y, data[r].splits
+        )
+        np.testing.assert_allclose(
+            single.history_.loss, batched.histories_[r].loss, atol=LOSS_ATOL, rtol=0
+        )

@@ -34,6 +34,7 @@ _HASHED_UNLESS_DEFAULT = {
     "train": {"passes_per_epoch": 1},
     "data": {gdata.TRAIN_FRAC: 1},
     "method_params": gmethods.LATER_PARAMS,
+    "model": {"fusion": "late"},
 }
 
 
@@ -96,7 +97,7 @@ class Unit:
             "seed": self.seed,
             "data": _keyed("data", dict(sorted(self.data_knobs.items()))),
             "train": train,
-            "model": asdict(self.model),
+            "model": _keyed("model", asdict(self.model)),
             "method_params": _keyed("method_params", asdict(self.params)),
         }
 
