@@ -76,7 +76,8 @@ def _with_configuration(frame: pd.DataFrame, axes) -> pd.DataFrame:
     out = frame.copy()
     pairs = [configuration(v, axes) for v in out.variant]
     out["option"] = [p[0] for p in pairs]
-    out["value"] = [p[1] for p in pairs]
+    # as text: pandas would merge a copy draw of 2 with a noise floor of 2.0 into one key type
+    out["value"] = [str(p[1]) for p in pairs]
     return out
 
 
@@ -376,6 +377,23 @@ def findings(
                 if m in ctl.index
             ]
             out.append(f"**{dataset}**, against naive fusion (points): " + "; ".join(parts) + ".")
+    # the named policies last, so that the lines above keep their places for other pages
+    for dataset in dict.fromkeys(accuracy.dataset):
+        acc = accuracy[accuracy.dataset == dataset].set_index("option")
+        policies = [o for o in ("noise_floor", "joint_min_weight") if o in acc.index]
+        if REFERENCE in acc.index and policies:
+            parts = [
+                f"{acc.loc[o, 'configuration']} {acc.loc[o, 'vs_naive']:+.1f} "
+                f"[{acc.loc[o, 'vs_naive_low']:+.1f}, {acc.loc[o, 'vs_naive_high']:+.1f}], "
+                f"collapses in {int(acc.loc[o, 'vs_naive_collapses'])}"
+                for o in [REFERENCE, *policies]
+            ]
+            out.append(
+                f"**{dataset}**, the named policies against naive fusion (points; the first is "
+                "the paper's algorithm): "
+                + "; ".join(parts)
+                + f" of {int(acc.seeds.iloc[0])} seeds."
+            )
     return out
 
 
@@ -416,10 +434,10 @@ def claims(runs: pd.DataFrame, weights: pd.DataFrame, axes) -> pd.DataFrame:
         vectors = _vectors(w[w.dataset == dataset]).droplevel("dataset")
         options = vectors.index.get_level_values("option")
         values = vectors.index.get_level_values("value")
-        if not ((options == "heldout_frac") & (values == SMALLEST_V)).any():
+        if not ((options == "heldout_frac") & (values == str(SMALLEST_V))).any():
             continue
         reference = vectors.xs((REFERENCE, ""), level=("option", "value"))
-        small = vectors.xs(("heldout_frac", SMALLEST_V), level=("option", "value"))
+        small = vectors.xs(("heldout_frac", str(SMALLEST_V)), level=("option", "value"))
         redraws = vectors[options == "copy_draw"].droplevel("option")
         noise = pd.concat(
             [_distance(g.droplevel("value"), reference.loc[g.droplevel("value").index])
