@@ -32,10 +32,11 @@ def _show_markdown(text: str) -> None:
 
 def show_findings(lines: Sequence[str], glue_as: str = "") -> None:
     """Computed sentences shown on the page as a bullet list (and glued as
-    ``<glue_as>_<i>`` for other pages, when ``glue_as`` is given)."""
+    ``<glue_as>_<i>`` for other pages, when ``glue_as`` is given: as plain text, without the
+    bold markers, since a glued text is inserted as it is)."""
     _show_markdown("\n".join(f"- {line}" for line in lines))
     for i, line in enumerate(lines if glue_as else ()):
-        _glue(f"{glue_as}_{i}", line)
+        _glue(f"{glue_as}_{i}", line.replace("**", ""))
 
 
 def swept_axes_text(grid: ex.Grid, experiment: str) -> str:
