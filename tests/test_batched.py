@@ -322,11 +322,16 @@ def test_an_image_encoder_batches_like_the_others():
         torch.manual_seed(seed)
         return FusionNet(specs, 3, ModelConfig(hidden=16, feature_dim=8, modality_heads=True))
 
+    assert_losses_match_single_runs(image_model, data, seeds)
+
+
+def assert_losses_match_single_runs(make_model, data, seeds):
+    """Batched runs of ``make_model(seed)`` have the single trainer's losses (SGD)."""
     config = config_for("sgd")
-    batched = BatchedTrainer(config).fit([image_model(s) for s in seeds], data, seeds, None)
+    batched = BatchedTrainer(config).fit([make_model(s) for s in seeds], data, seeds, None)
     for r, seed in enumerate(seeds):
         single = Trainer(replace(config, seed=seed)).fit(
-            image_model(seed), data[r].x, data[r].y, data[r].splits
+            make_model(seed), data[r].x, data[r].y, data[r].splits
         )
         np.testing.assert_allclose(
             single.history_.loss, batched.histories_[r].loss, atol=LOSS_ATOL, rtol=0
@@ -344,12 +349,4 @@ def test_gated_fusions_batch_like_late_fusion(fusion):
         torch.manual_seed(seed)
         return FusionNet(SPECS, 3, ModelConfig(hidden=16, feature_dim=8, fusion=fusion))
 
-    config = config_for("sgd")
-    batched = BatchedTrainer(config).fit([gated(s) for s in seeds], data, seeds, None)
-    for r, seed in enumerate(seeds):
-        single = Trainer(replace(config, seed=seed)).fit(
-            gated(seed), data[r].x, data[r].y, data[r].splits
-        )
-        np.testing.assert_allclose(
-            single.history_.loss, batched.histories_[r].loss, atol=LOSS_ATOL, rtol=0
-        )
+    assert_losses_match_single_runs(gated, data, seeds)

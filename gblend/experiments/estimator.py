@@ -98,6 +98,17 @@ def _distance(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
     return 0.5 * (a - b).abs().sum(axis=1)
 
 
+def _redraw_distances(vectors: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
+    """Each copy redraw's distance from the reference estimate of its seed (one value per
+    seed and draw): the estimator's own noise. ``vectors``: weight rows indexed by (option,
+    value, seed); ``reference``: the paper's estimate per seed."""
+    redraws = vectors[vectors.index.get_level_values("option") == "copy_draw"]
+    if redraws.empty:
+        return pd.Series(dtype=float)
+    seeds = redraws.droplevel(["option", "value"])
+    return _distance(seeds, reference.loc[seeds.index])
+
+
 def weight_shifts(weights: pd.DataFrame, axes) -> pd.DataFrame:
     """Per data set and configuration: each seed's distance from its reference estimate,
     median and range over seeds, beside the noise floor (the median distance of the copy
@@ -108,19 +119,14 @@ def weight_shifts(weights: pd.DataFrame, axes) -> pd.DataFrame:
     vectors = _vectors(w)
     rows = []
     for dataset, per_dataset in vectors.groupby(level="dataset", sort=False):
-        reference = per_dataset.xs((REFERENCE, ""), level=("option", "value"))
-        redraws = per_dataset[per_dataset.index.get_level_values("option") == "copy_draw"]
-        noise = (
-            _distance(redraws.droplevel(["dataset", "option", "value"]), reference.loc[dataset])
-            if not redraws.empty
-            else pd.Series(dtype=float)
-        )
+        reference = per_dataset.xs((REFERENCE, ""), level=("option", "value")).loc[dataset]
+        noise = _redraw_distances(per_dataset.droplevel("dataset"), reference)
         floor = float(noise.median()) if len(noise) else float("nan")
         for (option, value), group in per_dataset.groupby(level=["option", "value"], sort=False):
             if option == REFERENCE:
                 continue
             seeds = group.droplevel(["dataset", "option", "value"])
-            dist = _distance(seeds, reference.loc[dataset].loc[seeds.index])
+            dist = _distance(seeds, reference.loc[seeds.index])
             rows.append(
                 {
                     "dataset": dataset,
@@ -438,11 +444,7 @@ def claims(runs: pd.DataFrame, weights: pd.DataFrame, axes) -> pd.DataFrame:
             continue
         reference = vectors.xs((REFERENCE, ""), level=("option", "value"))
         small = vectors.xs(("heldout_frac", str(SMALLEST_V)), level=("option", "value"))
-        redraws = vectors[options == "copy_draw"].droplevel("option")
-        noise = pd.concat(
-            [_distance(g.droplevel("value"), reference.loc[g.droplevel("value").index])
-             for _, g in redraws.groupby(level="value")]
-        ).groupby(level="seed").mean()  # fmt: skip
+        noise = _redraw_distances(vectors, reference).groupby(level="seed").mean()
         shift = _distance(small, reference.loc[small.index])
         seeds = shift.index.intersection(noise.index)
         diff = paired_difference(shift[seeds], noise[seeds])
