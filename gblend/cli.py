@@ -175,10 +175,72 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         records.append(record)
         write_log(output_dir / LOG_NAME, [record])  # after each: a stopped run keeps its times
 
+    from gblend.coursework import pages as coursework_pages
+
+    pages = coursework_pages.write_pages(
+        find_repo_root(), results_dir, output_dir / "coursework", args.coursework
+    )
+    print(f"coursework: {len(pages)} pages ({args.coursework})", flush=True)
     failed = [r.notebook for r in records if not r.ok]
     if failed:
         print(f"error: notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from gblend.coursework import grading
+    from gblend.coursework.assignments import ASSIGNMENTS
+
+    if args.assignment not in ASSIGNMENTS:
+        raise CliError(f"unknown assignment {args.assignment!r}; valid: {', '.join(ASSIGNMENTS)}")
+    path = Path(args.notebook)
+    if path.is_dir():
+        if args.student_id is not None:
+            raise CliError("--student-id grades one notebook; a folder's ids are its file names")
+        try:
+            grades, rows = grading.grade_folder(
+                args.assignment, path, timeout=args.timeout, jobs=args.jobs
+            )
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
+    elif path.is_file():
+        grades = [grading.grade(args.assignment, path, args.student_id, timeout=args.timeout)]
+        rows = [grading.row(grades[0])]
+    else:
+        raise CliError(f"no notebook or folder at {path}")
+    for g in grades:
+        print("\n".join(g.lines()), flush=True)
+    if args.csv:
+        grading.write_csv(rows, Path(args.csv))
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_coursework(args: argparse.Namespace) -> int:
+    from gblend.coursework import pages, student
+    from gblend.coursework.assignments import ASSIGNMENTS
+
+    root = Path(args.root) if args.root else find_repo_root()
+    if args.action == "generate":
+        differing = student.generate(root, check=args.check)
+        for path in differing:
+            print(f"{'differs' if args.check else 'wrote'}: {path.relative_to(root)}")
+        if args.check and differing:
+            print("error: student versions are stale; run: gblend coursework generate",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    if args.action == "time":
+        names = args.only or list(ASSIGNMENTS)
+        unknown = [n for n in names if n not in ASSIGNMENTS]
+        if unknown:
+            raise CliError(f"unknown assignments {unknown}; valid: {', '.join(ASSIGNMENTS)}")
+        pages.time_solutions(root, root / "results", names)
+        return 0
+    written = pages.write_pages(root, root / "results", root / "book/generated/coursework",
+                                args.mode)  # fmt: skip
+    print(f"wrote {len(written)} pages ({args.mode})")
     return 0
 
 
@@ -330,7 +392,54 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", help="results root (default: <repo>/results)")
     rep.add_argument("--output-dir", help="executed notebooks (default: <repo>/book/generated)")
     rep.add_argument("--notebooks-dir", help="notebook templates (default: <repo>/notebooks)")
+    rep.add_argument(
+        "--coursework",
+        choices=("solutions", "student"),
+        default="solutions",
+        help="the coursework pages show the solutions (default) or, for a course, only the "
+        "student versions",
+    )
     rep.set_defaults(func=cmd_reproduce)
+
+    grd = sub.add_parser(
+        "grade",
+        help="autograde a coursework notebook, or a folder of them into a CSV",
+        description="Execute a submission at smoke scale (papermill) and run its assignment's "
+        "checks; print the score and one line of feedback per check. Given a folder, grade "
+        "every *.ipynb in it, each as the student its file name names.",
+    )
+    grd.add_argument("assignment", help="a1, a2, a3 or a4")
+    grd.add_argument("notebook", help="a notebook, or a folder of notebooks")
+    grd.add_argument(
+        "--student-id",
+        default=None,
+        help="grade as this student (default: the notebook's own student_id; for a folder, "
+        "each file's name)",
+    )
+    grd.add_argument("--csv", default="", help="write one row per notebook to this CSV file")
+    grd.add_argument(
+        "--timeout", type=int, default=300, help="seconds a cell may run (default: 300)"
+    )
+    grd.add_argument(
+        "--jobs", type=int, default=1, help="a folder: grade this many notebooks at a time"
+    )
+    grd.set_defaults(func=cmd_grade)
+
+    cw = sub.add_parser(
+        "coursework",
+        help="student versions, timings and pages of the coursework",
+        description="generate: write the student versions from the solutions (--check: only "
+        "compare, exit 1 if any differs); time: execute the solutions at cpu scale and keep "
+        "them under results/coursework/; pages: write the book's coursework pages.",
+    )
+    cw.add_argument("action", choices=("generate", "time", "pages"))
+    cw.add_argument("--check", action="store_true", help="generate: compare, write nothing")
+    cw.add_argument("--only", nargs="+", metavar="NAME", help="time: these assignments")
+    cw.add_argument(
+        "--mode", choices=("solutions", "student"), default="solutions", help="pages: what to show"
+    )
+    cw.add_argument("--root", default="", help="the repository (default: the one around here)")
+    cw.set_defaults(func=cmd_coursework)
 
     comp = sub.add_parser(
         "compute",

@@ -19,6 +19,9 @@ from conftest import find_notebooks
 from gblend import cli
 
 TABLE1_PAGE = Path("_build/html/book/generated/table1_unimodal_vs_joint.html")
+COURSEWORK_HTML = Path("_build/html/book/generated/coursework")
+# Words that only A1's solution holds: a name in its code, a word of one of its answers
+A1_SOLUTION_WORDS = ("o_before", "swamps")
 
 
 @dataclass
@@ -88,6 +91,38 @@ def test_book_builds_without_warnings(built_book: BuiltBook) -> None:
     assert built_book.build.returncode == 0, output
     assert "WARNING" not in output, output
     assert (built_book.root / TABLE1_PAGE).is_file()
+
+
+def _a1_page(root: Path) -> str:
+    return (root / COURSEWORK_HTML / "a1_estimator.html").read_text(encoding="utf-8")
+
+
+def test_coursework_part_shows_the_solutions(built_book: BuiltBook) -> None:
+    from gblend.coursework import ASSIGNMENTS
+
+    assert built_book.build.returncode == 0
+    for assignment in ASSIGNMENTS.values():
+        page = built_book.root / COURSEWORK_HTML / Path(assignment.notebook).with_suffix(".html")
+        assert page.is_file(), page
+    assert (built_book.root / "_build/html/book/coursework/instructor.html").is_file()
+    page = _a1_page(built_book.root)
+    assert all(word in page for word in A1_SOLUTION_WORDS)
+    assert "dropdown" in page  # the answers are folded away
+
+
+def test_coursework_switch_builds_the_book_without_solutions(
+    built_book: BuiltBook, tmp_path: Path
+) -> None:
+    """The same book with --coursework student: the built pages hold no solution. Built
+    incrementally from a copy of the first build (only the coursework pages changed)."""
+    root = tmp_path / "course"
+    shutil.copytree(built_book.root, root, ignore=shutil.ignore_patterns("results"))
+    assert cli.main(["coursework", "pages", "--mode", "student", "--root", str(root)]) == 0
+    build = _run([_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going"], cwd=root)
+    assert build.returncode == 0, build.stdout + build.stderr
+    page = _a1_page(root)
+    assert not any(word in page for word in A1_SOLUTION_WORDS)
+    assert "your code here" in page
 
 
 def _chromium() -> str | None:

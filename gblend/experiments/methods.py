@@ -369,3 +369,7 @@ register(
         cost=4.5,
     )
 )
+
+# gblend's own methods, known to every worker process; one registered later (e.g. in a
+# notebook) exists only where it was registered, so the runner trains it in that process
+BUILTIN: frozenset[str] = frozenset(METHODS)

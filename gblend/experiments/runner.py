@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -256,7 +257,16 @@ def run_grid(
     bar = tqdm(
         total=len(units), initial=len(records), disable=not progress, desc="runs", unit="run"
     )
-    if plan.jobs == 1 or len(chunks) < 2:
+    # a method registered in this session (a student's remedy, say) exists in this process
+    # only: spawned workers would not know it, so such a grid trains here
+    local = sorted({u.method for c in chunks for _, u, _, _ in c} - gmethods.BUILTIN)
+    if local and plan.jobs > 1 and len(chunks) > 1:
+        warnings.warn(
+            f"methods {local} are not gblend's own: training in this process, not in "
+            f"{plan.jobs} workers (register them in an imported module to use the pool)",
+            stacklevel=2,
+        )
+    if plan.jobs == 1 or len(chunks) < 2 or local:
         for chunk in chunks:
             bar.set_postfix_str(_describe(chunk))
             for i, record in _run_chunk(chunk):
