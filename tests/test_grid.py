@@ -260,3 +260,23 @@ def test_a_worker_that_cannot_start_fails_the_grid_instead_of_hanging(toy_datase
     grid = ex.EXPERIMENTS["table1"].grid("smoke", toy_dataset)
     with pytest.raises(RuntimeError, match="worker process failed to start.*rebuilt here"):
         ex.run(grid, str(tmp_path), jobs=2)
+
+
+def test_a_method_registered_here_trains_in_this_process(toy_dataset, tmp_path):
+    """Worker processes start from gblend's own registry, so a grid holding a method
+    registered in this session (a student's remedy) warns and trains here instead."""
+    from gblend.experiments import methods as gmethods
+
+    naive = gmethods.get("naive")
+    gmethods.register(gmethods.Method("naive_copy", "naive, registered here", naive.train,
+                                      store="gblend", multi_head=False,
+                                      batch_weights=naive.batch_weights))  # fmt: skip
+    try:
+        grid = ex.Grid.resolve("smoke", toy_dataset, methods=("naive", "naive_copy"),
+                               seeds=2, combos="study")  # fmt: skip
+        with pytest.warns(UserWarning, match="naive_copy"):
+            res = ex.run(grid, str(tmp_path), jobs=2, progress=False)
+    finally:
+        gmethods.METHODS.pop("naive_copy")
+    assert sorted(res.runs.method) == ["naive", "naive", "naive_copy", "naive_copy"]
+    assert "naive_copy" not in gmethods.BUILTIN
