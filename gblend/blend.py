@@ -165,7 +165,9 @@ class DegeneratePolicy:
     ``noise_floor`` raises |dO| to at least that many standard errors of dO over the samples
     of V (rule ``noise_floor``: a change in overfitting smaller than its own sampling noise is
     not evidence of not overfitting), and ``joint_min_weight`` keeps the fused head's weight
-    at least that (rule ``joint_min_weight``).
+    at least that (rule ``joint_min_weight``). That floor is applied last, after
+    ``min_weight``: raising the fused head shrinks the other weights proportionally, so a
+    modality head held at ``min_weight`` may end slightly below it.
     """
 
     min_weight: float = 0.01

@@ -350,11 +350,15 @@ def test_offline_params_pass_their_policy_floors_on():
     params = gmethods.OfflineParams(noise_floor=2.0, joint_min_weight=0.25)
     assert params.policy() == DegeneratePolicy(0.01, noise_floor=2.0, joint_min_weight=0.25)
     x, y, splits = task()
-    policy = params.policy()
-    est, _ = gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=policy)
-    assert est.weights[JOINT] >= 0.25 - 1e-12
+    plain, _ = gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3)
+    # a floor above the weight the printed formula gives, so that it must act
+    floor = round(min(0.9, plain.weights[JOINT] + 0.2), 3)
+    floored = gmethods.OfflineParams(noise_floor=2.0, joint_min_weight=floor)
+    est, _ = gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=floored.policy())
+    assert est.weights[JOINT] == pytest.approx(floor)
+    assert "joint_min_weight" in {f.rule for f in est.fallbacks}
     with pytest.raises(ValueError, match="measure_at"):
-        gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=policy,
+        gb_estimate(model(), x, y, splits, CONFIG, n_epochs=3, policy=params.policy(),
                     options=EstimatorOptions(measure_at="best"))  # fmt: skip
 
 
