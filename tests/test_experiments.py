@@ -352,6 +352,36 @@ def test_claims_on_policy_fallback_weights_are_undetermined():
     assert _with_weight_health(row, *estimated)["verdict"] == "reproduced"
 
 
+def test_claim9_on_online_weights_that_are_mostly_fallbacks_is_a_degenerate_estimate():
+    from gblend.experiments.blending import figure5_claims
+
+    def weights(fallback_at: set[int]) -> pd.DataFrame:
+        # head a's weight moves from 0.1 to 0.8 across super-epochs, seeds agreeing
+        return pd.DataFrame(
+            [{"dataset": "d", "variant": "", "method": "online_probed", "seed": seed,
+              "super_epoch": k, "head": head, "weight": w if head == "a" else (1 - w) / 2,
+              "fallbacks": "uniform" if k in fallback_at and head != "joint" else ""}
+             for seed in range(3) for k, w in enumerate((0.1, 0.5, 0.8))
+             for head in ("a", "b", "joint")]  # fmt: skip
+        )
+
+    probe = {"dataset": "d", "variant": "", "end_epoch": 5, "seeds": 3, "difference": 1.0,
+             "low": 0.5, "high": 1.5, "verdict": "higher"}  # fmt: skip
+    diffs = pd.DataFrame([probe])
+
+    def claim9(fallback_at: set[int]) -> pd.Series:
+        claims = figure5_claims(weights(fallback_at), diffs)
+        return claims[claims.claim == 9].iloc[0]
+
+    estimated = claim9(set())
+    assert estimated.verdict == "reproduced"
+    assert "online weights: 0 of 18 modality-head estimates are fallbacks" in estimated.evidence
+    assert claim9({0}).verdict == "reproduced"  # a third of the estimates: not mostly
+    fell = claim9({0, 1})
+    assert fell.verdict == "degenerate estimate"
+    assert "12 of 18 modality-head estimates are fallbacks" in fell.evidence
+
+
 def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
     from gblend.experiments.blending import _claim_row
 

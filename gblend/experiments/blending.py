@@ -357,17 +357,26 @@ def offline_weight_health(weights: pd.DataFrame, combo: str) -> tuple[bool, str]
     a note counting the fallbacks and naming the seeds whose fused head sits at the policy's
     floor, barely trained)."""
     w = weights[(weights.combo == combo) & (weights.method == "offline")]
-    w = w[w.super_epoch == 0]
+    return _weight_health(w[w.super_epoch == 0], "offline")
+
+
+def online_weight_health(weights: pd.DataFrame) -> tuple[bool, str]:
+    """:func:`offline_weight_health` for online G-Blend, over every super-epoch's estimate."""
+    return _weight_health(weights[weights.method.str.startswith("online")], "online")
+
+
+def _weight_health(w: pd.DataFrame, which: str) -> tuple[bool, str]:
     if w.empty:
         return False, ""
     modal = w[w["head"] != JOINT]
     fell = modal.fallbacks.astype(bool)
     note = (
-        f"offline weights: {int(fell.sum())} of {len(modal)} modality-head estimates are fallbacks"
+        f"{which} weights: {int(fell.sum())} of {len(modal)} modality-head estimates are fallbacks"
     )
-    starved = sorted(w[(w["head"] == JOINT) & w.fallbacks.astype(bool)].seed)
-    if starved:
-        note += f"; fused head at the policy's floor in seed {', '.join(map(str, starved))}"
+    starved = w[(w["head"] == JOINT) & w.fallbacks.astype(bool)]
+    if not starved.empty:
+        seeds = ", ".join(map(str, sorted(set(starved.seed))))
+        note += f"; fused head at the policy's floor in seed {seeds}"
     return bool(fell.mean() > 0.5), note
 
 
@@ -473,9 +482,9 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
             }
         )
         w = weights[(weights.dataset == dataset) & (weights.variant == variant)]
-        rows.append(
-            {"dataset": dataset, "variant": variant, "claim": 9} | _weight_change_claim(w, seeds)
-        )
+        claim9 = {"dataset": dataset, "variant": variant, "claim": 9}
+        rows.append(_with_weight_health(claim9 | _weight_change_claim(w, seeds),
+                                        *online_weight_health(w)))  # fmt: skip
     return pd.DataFrame(rows)
 
 
