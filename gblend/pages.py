@@ -5,7 +5,7 @@ provenance table. Notebooks call :func:`open_page` right after their parameters 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,13 +30,15 @@ def _show_markdown(text: str) -> None:
     display(Markdown(text))
 
 
-def show_findings(lines: Sequence[str], glue_as: str = "") -> None:
-    """Computed sentences shown on the page as a bullet list (and glued as
-    ``<glue_as>_<i>`` for other pages, when ``glue_as`` is given: as plain text, without the
-    bold markers, since a glued text is inserted as it is)."""
-    _show_markdown("\n".join(f"- {line}" for line in lines))
-    for i, line in enumerate(lines if glue_as else ()):
-        _glue(f"{glue_as}_{i}", line.replace("**", ""))
+def show_findings(lines: Sequence[str] | Mapping[str, str], glue_as: str = "") -> None:
+    """Computed sentences shown on the page as a bullet list (and glued for other pages, when
+    ``glue_as`` is given, as ``<glue_as>_<key>`` for a mapping of named sentences, else
+    ``<glue_as>_<i>``: as plain text, without the bold markers, since a glued text is
+    inserted as it is)."""
+    named = dict(lines) if isinstance(lines, Mapping) else dict(enumerate(lines))
+    _show_markdown("\n".join(f"- {line}" for line in named.values()))
+    for key, line in named.items() if glue_as else ():
+        _glue(f"{glue_as}_{key}", line.replace("**", ""))
 
 
 def swept_axes_text(grid: ex.Grid, experiment: str) -> str:

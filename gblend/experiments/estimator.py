@@ -319,9 +319,11 @@ def noise_table(weights: pd.DataFrame, axes) -> pd.DataFrame:
 
 def findings(
     shifts: pd.DataFrame, accuracy: pd.DataFrame, controls: pd.DataFrame, noise: pd.DataFrame
-) -> list[str]:
-    """The chapter's answers, one sentence each, from the tables above."""
-    out = []
+) -> dict[str, str]:
+    """The chapter's answers, one sentence each, from the tables above, keyed
+    ``<dataset>_<what>`` (configurations, noise, redraws, controls, policies) so that other
+    pages can quote one whichever data sets a scale has."""
+    out: dict[str, str] = {}
     for dataset in dict.fromkeys(accuracy.dataset):
         sh = shifts[(shifts.dataset == dataset) & shifts.beyond_noise.fillna(False).astype(bool)]
         acc = accuracy[
@@ -331,7 +333,7 @@ def findings(
         own = shifts[shifts.dataset == dataset]
         floor = own.noise_floor
         n_options = int((own.option != "copy_draw").sum())
-        out.append(
+        out[f"{dataset}_configurations"] = (
             f"**{dataset}**: {len(sh)} of {n_options} configurations move the weights further "
             f"from the paper's estimate than redrawing its copies does (median distance "
             f"{floor.iloc[0]:.2f})"
@@ -350,7 +352,7 @@ def findings(
         nz = noise[noise.dataset == dataset]
         if len(nz):
             worst = nz.loc[nz.sd_over_copy_draws.idxmax()]
-            out.append(
+            out[f"{dataset}_noise"] = (
                 f"**{dataset}**, one estimate's noise: the {worst['head']} weight has a "
                 f"standard deviation of {worst.sd_over_copy_draws:.2f} over copy redraws from "
                 f"the same checkpoint against {worst.sd_over_seeds:.2f} over seeds; its "
@@ -361,7 +363,7 @@ def findings(
         ]
         if len(acc_draws) > 1:
             ref = acc_draws[acc_draws.option == REFERENCE].iloc[0]
-            out.append(
+            out[f"{dataset}_redraws"] = (
                 f"**{dataset}**, one checkpoint re-estimated: with the copies redrawn, offline "
                 f"G-Blend's mean test accuracy ranges {acc_draws.acc.min():.1f} to "
                 f"{acc_draws.acc.max():.1f} (the paper's draw {ref.acc:.1f}); it collapses "
@@ -382,8 +384,10 @@ def findings(
                 for m in ("offline", "aux_floor", "joint_lr_matched", "uniform")
                 if m in ctl.index
             ]
-            out.append(f"**{dataset}**, against naive fusion (points): " + "; ".join(parts) + ".")
-    # the named policies last, so that the lines above keep their places for other pages
+            out[f"{dataset}_controls"] = (
+                f"**{dataset}**, against naive fusion (points): " + "; ".join(parts) + "."
+            )
+    # the named policies last: the page lists them after every data set's other findings
     for dataset in dict.fromkeys(accuracy.dataset):
         acc = accuracy[accuracy.dataset == dataset].set_index("option")
         policies = [o for o in ("noise_floor", "joint_min_weight") if o in acc.index]
@@ -394,7 +398,7 @@ def findings(
                 f"collapses in {int(acc.loc[o, 'vs_naive_collapses'])}"
                 for o in [REFERENCE, *policies]
             ]
-            out.append(
+            out[f"{dataset}_policies"] = (
                 f"**{dataset}**, the named policies against naive fusion (points; the first is "
                 "the paper's algorithm): "
                 + "; ".join(parts)
