@@ -41,7 +41,7 @@ chromium:
 	fi
 
 test: lint chromium
-	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -rs --durations=25 $(PYTEST_ARGS)
 
 book: setup
 	$(BIN)/gblend reproduce --scale published --coursework $(COURSEWORK)
