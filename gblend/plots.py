@@ -338,3 +338,82 @@ def estimator_configurations(shifts: pd.DataFrame, accuracy: pd.DataFrame) -> pl
         ax_a.set(title=f"{dataset}: test accuracy", xlabel="minus the paper configuration (points)")
     fig.tight_layout()
     return fig
+
+
+def _box(ax, x: float, y: float, text: str, color: str) -> None:
+    ax.text(x, y, text, ha="center", va="center", fontsize=8,
+            bbox={"boxstyle": "round,pad=0.35", "facecolor": color, "edgecolor": "0.3",
+                  "linewidth": 0.8})  # fmt: skip
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "0.4"})
+
+
+def architectures(specs, n_classes: int, config=None) -> plt.Figure:
+    """Our three set-ups of the paper's Figure 2, drawn from the models themselves: (a) a
+    uni-modal network, (b) naive late fusion, (c) the multi-head model G-Blend trains, each
+    box labelled with its layer and parameter count. ``specs``: modality -> input spec (a
+    data set's ``specs``); ``config``: the :class:`~gblend.models.ModelConfig` (default)."""
+    from dataclasses import replace
+
+    from gblend.models import FusionNet, ModelConfig
+
+    config = config or ModelConfig()
+    modalities = list(specs)
+    plain = replace(config, modality_heads=False)
+    naive = FusionNet(specs, n_classes, plain)
+    multi = FusionNet(specs, n_classes, replace(config, modality_heads=True))
+
+    def count(module) -> str:
+        return f"{sum(p.numel() for p in module.parameters()):,} params"
+
+    def encoder(m: str) -> str:
+        spec = specs[m]
+        return (f"{m}: {spec.kind} {'×'.join(map(str, spec.shape))}\n"
+                f"{type(naive.encoders[m]).__name__} → {config.feature_dim}\n"
+                f"{count(naive.encoders[m])}")  # fmt: skip
+
+    def head(model) -> str:
+        return (f"fused head\n2 FC × {config.fusion_hidden}\n+ linear → {n_classes}\n"
+                f"{count(model.fused_head)}")  # fmt: skip
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 4, 4]})
+    ys = [4.0 - 2.0 * i for i in range(len(modalities))]
+    mid = sum(ys) / len(ys)
+    titles = ("(a) uni-modal", "(b) naive late fusion", "(c) multi-head (G-Blend)")
+    for ax, title, width in zip(axes, titles, (9, 12, 12), strict=True):
+        ax.set_xlim(0, width)
+        ax.set_ylim(-1.3, 5.2)
+        ax.axis("off")
+        ax.set_title(title, fontsize=11)
+    # (a) one modality: its encoder and the same fused head over its features alone
+    first = modalities[0]
+    uni = FusionNet({first: specs[first]}, n_classes, plain)
+    _box(axes[0], 1.6, mid, encoder(first), "#dbe9f6")
+    _box(axes[0], 5.0, mid, head(uni), "#fde0c5")
+    _box(axes[0], 7.9, mid, "loss L", "#e5e5e5")
+    _arrow(axes[0], (3.0, mid), (4.0, mid))
+    _arrow(axes[0], (6.0, mid), (7.2, mid))
+    axes[0].text(4.5, -1.0, f"one such network per modality; {first}'s: {count(uni)}",
+                 ha="center", fontsize=8.5)  # fmt: skip
+    # (b) and (c): the encoders' features concatenated into the fused head
+    for ax, model in ((axes[1], naive), (axes[2], multi)):
+        for m, y in zip(modalities, ys, strict=True):
+            _box(ax, 1.6, y, encoder(m), "#dbe9f6")
+            _arrow(ax, (3.0, y), (4.2, mid))
+        _box(ax, 4.9, mid, f"concat\n{config.feature_dim * len(modalities)}", "#eeeeee")
+        _box(ax, 7.3, mid, head(model), "#fde0c5")
+        _arrow(ax, (5.6, mid), (6.3, mid))
+        _arrow(ax, (8.3, mid), (9.4, mid))
+        ax.text(6, -1.0, f"total {count(model)}", ha="center", fontsize=8.5)
+    _box(axes[1], 10.4, mid, "loss L_joint", "#e5e5e5")
+    _box(axes[2], 10.5, mid, "w_joint · L_joint", "#e5e5e5")
+    for m, y in zip(modalities, ys, strict=True):
+        linear = multi.modality_heads[m]
+        y_head = y + (0.8 if y >= mid else -0.8)
+        _box(axes[2], 10.5, y_head, f"linear → {n_classes}\n{count(linear)}\nw_{m} · L_{m}",
+             "#e2f0d9")  # fmt: skip
+        _arrow(axes[2], (3.0, y + 0.2), (9.6, y_head))
+    fig.tight_layout()
+    return fig
