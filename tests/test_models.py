@@ -1,3 +1,4 @@
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -72,3 +73,22 @@ def test_given_some_modalities_only_their_heads_are_computed():
     assert torch.equal(out["img"], model(x)["img"])
     with pytest.raises(ValueError, match="no input"):
         model({})
+
+
+def test_the_architecture_figure_states_each_models_parameter_count():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gblend import data as gdata
+    from gblend import plots
+
+    ds = gdata.load("synthetic", seed=0, n_samples=300)
+    config = ModelConfig(feature_dim=32, fusion_hidden=48)
+    fig = plots.architectures(ds.specs, ds.n_classes, config)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    for heads in (False, True):
+        model = FusionNet(ds.specs, ds.n_classes, replace(config, modality_heads=heads))
+        total = sum(p.numel() for p in model.parameters())
+        assert any(f"total {total:,} params" in t for t in texts)
+    assert sum("w_" in t for t in texts) == len(ds.specs) + 1  # a weighted loss per head
+    assert any("2 FC × 48" in t for t in texts)
