@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 
 import nbformat
 
-from gblend import __version__
 from gblend.coursework.assignments import ASSIGNMENTS, Assignment
 from gblend.coursework.student import ANSWER_TAG, has_solution, render
+from gblend.results import provenance
 
 MODES = ("solutions", "student")  # what the coursework pages show
 TIMINGS = "timings.json"
@@ -32,12 +31,6 @@ HIDE_INPUT = "hide-input"
 
 def solution_hash(root: Path, assignment: Assignment) -> str:
     return hashlib.sha256((root / assignment.solution).read_bytes()).hexdigest()[:16]
-
-
-def _cpu_model() -> str:
-    from gblend.results import cpu_model
-
-    return cpu_model()
 
 
 def time_solutions(root: Path, results: Path, names: list[str], scale: str = "cpu") -> dict:
@@ -69,11 +62,9 @@ def time_solutions(root: Path, results: Path, names: list[str], scale: str = "cp
             "scale": scale,
             "seconds": round(seconds, 1),
             "solution_sha256": solution_hash(root, assignment),
-            "cpu_model": _cpu_model(),
             "cores": os.cpu_count(),
-            "gblend_version": __version__,
-            "python": platform.python_version(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **provenance("cpu"),
         }
         (out / TIMINGS).write_text(json.dumps(timings, indent=1) + "\n", encoding="utf-8")
         print(f"{name}: {seconds:.0f} s at scale {scale}", flush=True)
@@ -92,7 +83,8 @@ def _timing_line(record: dict[str, Any] | None, current: bool) -> str:
     line = (
         f"*Measured: the solution ran top to bottom in {minutes:.1f} min at scale "
         f"`{record['scale']}` on {record['cpu_model']} ({record['cores']} cores), "
-        f"gblend {record['gblend_version']}, {record['finished'][:10]}.*"
+        f"gblend {record['gblend_version']} at commit {record['git_commit'][:12]}, torch "
+        f"{record['torch_version']}, {record['finished'][:10]}.*"
     )
     if not current:
         line += " *The solution has changed since, so its outputs are not shown here.*"
