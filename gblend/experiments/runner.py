@@ -263,7 +263,7 @@ def run_grid(
     if local and plan.jobs > 1 and len(chunks) > 1:
         warnings.warn(
             f"methods {local} are not gblend's own: training in this process, not in "
-            f"{plan.jobs} workers (register them in an imported module to use the pool)",
+            f"{plan.jobs} workers (they know gblend's own methods only)",
             stacklevel=2,
         )
     if plan.jobs == 1 or len(chunks) < 2 or local:
