@@ -75,9 +75,35 @@ def _feedback(error: BaseException) -> str:
         return "not implemented yet"
     if isinstance(error, KeyboardInterrupt):
         return "stopped: it ran past the time limit"
-    if isinstance(error, KeyError) and error.args:
+    if isinstance(error, MissingName):
         return f"the notebook defines no {error.args[0]!r}"
     return f"raised {type(error).__name__}: {error}"
+
+
+class MissingName(Exception):
+    """A name a check needs that the notebook never defined (told apart from a KeyError
+    raised inside the student's own code)."""
+
+
+class _Names(Mapping):
+    """The notebook's names, as the checks read them."""
+
+    def __init__(self, namespace: Mapping[str, Any]) -> None:
+        self._namespace = namespace
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._namespace:
+            raise MissingName(name)
+        return self._namespace[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._namespace
+
+    def __iter__(self):
+        return iter(self._namespace)
+
+    def __len__(self) -> int:
+        return len(self._namespace)
 
 
 class CheckTimeout(Exception):
@@ -92,6 +118,7 @@ def report(assignment: str, namespace: Mapping[str, Any], path: str, seconds: in
     """Run the checks in the submission's kernel, each for at most ``seconds`` (where the
     platform has alarms); write the results to ``path`` after each."""
     student = setup(assignment, str(namespace.get("student_id", "")), GRADING_SCALE)
+    names = _Names(namespace)
     alarms = hasattr(signal, "SIGALRM")
     if alarms:
         signal.signal(signal.SIGALRM, _stop)
@@ -100,7 +127,7 @@ def report(assignment: str, namespace: Mapping[str, Any], path: str, seconds: in
         try:
             if alarms:
                 signal.alarm(seconds)
-            problem = item.run(namespace, student)
+            problem = item.run(names, student)
         except CheckTimeout:
             problem = f"stopped: it ran past {seconds} s"
         except BaseException as error:  # a student's code may raise anything
