@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,3 +21,32 @@ def repo_root() -> Path:
 def find_notebooks() -> list[Path]:
     """The papermill templates, one per paper table or figure."""
     return sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+@dataclass
+class SmokeReproduction:
+    """A copy of the book's sources in which every notebook was executed at smoke scale."""
+
+    root: Path
+    process: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def smoke_reproduction(tmp_path_factory: pytest.TempPathFactory) -> SmokeReproduction:
+    """``gblend reproduce --scale smoke`` once, from a copy of the sources, for the tests of
+    the notebooks and of the book build (executing the notebooks is most of CI's time)."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(
+        REPO_ROOT / "book",
+        root / "book",
+        ignore=lambda d, names: ["generated"] if Path(d) == REPO_ROOT / "book" else [],
+    )
+    command = [sys.executable, "-m", "gblend", "reproduce", "--scale", "smoke", "--device",
+               "cpu", "--results-dir", str(root / "results")]  # fmt: skip
+    process = subprocess.run(
+        command, cwd=root, capture_output=True, text=True, timeout=1800, check=False
+    )
+    return SmokeReproduction(root, process)

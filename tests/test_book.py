@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import find_notebooks
+from conftest import SmokeReproduction, find_notebooks
 
 from gblend import cli
 
@@ -44,32 +44,10 @@ def _jupyter_book() -> str:
 
 
 @pytest.fixture(scope="module")
-def built_book(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
-    """Build the book once, from a copy of its sources, at smoke scale."""
-    root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(repo_root / name, root / name)
-    shutil.copytree(repo_root / "notebooks", root / "notebooks")
-    shutil.copytree(
-        repo_root / "book",
-        root / "book",
-        ignore=lambda d, names: ["generated"] if Path(d) == repo_root / "book" else [],
-    )
-    reproduce = _run(
-        [
-            sys.executable,
-            "-m",
-            "gblend",
-            "reproduce",
-            "--scale",
-            "smoke",
-            "--device",
-            "cpu",
-            "--results-dir",
-            str(root / "results"),
-        ],
-        cwd=root,
-    )
+def built_book(smoke_reproduction: SmokeReproduction) -> BuiltBook:
+    """Build the book once, at smoke scale, from the executed copy of its sources."""
+    root = smoke_reproduction.root
+    reproduce = smoke_reproduction.process
     build = _run(
         [_jupyter_book(), "build", str(root), "-W", "-n", "--keep-going", "--all"], cwd=root
     )

@@ -1,13 +1,14 @@
-"""Every notebook template executes at smoke scale (the scale CI can afford)."""
+"""Every notebook template executes at smoke scale (the scale CI can afford), as
+`gblend reproduce --scale smoke` runs them for the book: one test per notebook, reading the
+run's log, so that a failure names its notebook and error."""
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 
-import papermill
 import pytest
-from conftest import find_notebooks
+from conftest import SmokeReproduction, find_notebooks
 
 NOTEBOOKS = find_notebooks()
 
@@ -18,18 +19,15 @@ NOTEBOOKS = find_notebooks()
     NOTEBOOKS or [pytest.param(None, id="no-notebooks")],
     ids=lambda nb: nb.stem if isinstance(nb, Path) else str(nb),
 )
-def test_notebook_runs_at_smoke_scale(notebook: Path | None, tmp_path: Path) -> None:
+def test_notebook_runs_at_smoke_scale(
+    notebook: Path | None, smoke_reproduction: SmokeReproduction
+) -> None:
     if notebook is None:
         pytest.fail("no notebooks/*.ipynb found")
-    # Run a copy from a temp dir so nothing a notebook writes next to itself lands in the repo.
-    source = tmp_path / notebook.name
-    shutil.copy(notebook, source)
-    papermill.execute_notebook(
-        str(source),
-        str(tmp_path / f"executed_{notebook.name}"),
-        parameters={"scale": "smoke", "device": "cpu", "results_dir": str(tmp_path / "results")},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-        execution_timeout=600,
-    )
+    generated = smoke_reproduction.root / "book/generated"
+    log = json.loads((generated / "reproduce_log.json").read_text())
+    runs = {run["notebook"]: run for run in log["runs"]}
+    assert notebook.name in runs, smoke_reproduction.process.stderr[-3000:]
+    run = runs[notebook.name]
+    assert run["ok"] and run["scale"] == "smoke", run["error"]
+    assert (generated / notebook.name).is_file()
