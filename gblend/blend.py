@@ -706,8 +706,10 @@ def train_online(
     policy: DegeneratePolicy | None = None,
     probe: bool = False,
     finetune_epochs: int | None = None,
+    options: EstimatorOptions | None = None,
 ) -> BlendRun:
-    """Algorithm 3: re-estimate the weights from the current checkpoint every super-epoch.
+    """Algorithm 3: re-estimate the weights from the current checkpoint every super-epoch
+    (each estimate run as ``options`` say; default: the paper's algorithm).
 
     The paper used a warm-up super-epoch of 10 epochs, then 5, of about 45; each estimation
     trains its copies for as many epochs as the coming super-epoch lasts.
@@ -732,6 +734,7 @@ def train_online(
             metric=metric,
             policy=policy,
             context={"super_epoch": i, "start_epoch": start},
+            options=options,
         )
         run.estimates.append(estimate)
         run.estimation_epochs += cost["extra_epochs"]

@@ -408,3 +408,29 @@ def test_claim_9_needs_a_change_beyond_the_seeds_spread():
     flat = _weight_change_claim(frame([0.5, 0.52, 0.5], 0.2), 5)
     assert flat["verdict"].startswith("not detectable")
     assert _weight_change_claim(frame([0.2, 0.8], 0.0), 1)["verdict"].startswith("undetermined")
+
+
+def test_online_gblend_takes_the_estimators_options_and_policies_at_every_super_epoch():
+    from gblend.blend import train_online
+    from gblend.experiments.grid import Grid
+
+    x, y, splits = task()
+    paper = train_online(model(), x, y, splits, CONFIG, warmup=2, length=2)
+    levels = train_online(model(), x, y, splits, CONFIG, warmup=2, length=2,
+                          options=EstimatorOptions(formula="levels"))  # fmt: skip
+    assert [e.formula for e in paper.estimates] == ["paper"] * 3
+    assert [e.formula for e in levels.estimates] == ["levels"] * 3
+    assert any(
+        a.weights != b.weights for a, b in zip(paper.estimates, levels.estimates, strict=True)
+    )
+    params = gmethods.OnlineParams(formula="softmax", heldout_frac=0.5, joint_min_weight=0.3)
+    assert params.options() == EstimatorOptions(formula="softmax", heldout_frac=0.5)
+    assert params.policy() == DegeneratePolicy(0.01, joint_min_weight=0.3)
+    with pytest.raises(ValueError, match="formula"):
+        gmethods.OnlineParams(formula="nope")
+    # the new fields at their defaults leave an online run's cache key as it was
+    grid = Grid.resolve("smoke", "mfeat", methods=("online",), seeds=1, combos="study",
+                        axes={"online.formula": ["paper", "softmax"]})  # fmt: skip
+    default, softmax = (u.config()["method_params"] for u in grid)
+    assert set(default) == {"warmup", "length", "metric", "min_weight", "finetune_epochs"}
+    assert softmax["formula"] == "softmax"

@@ -77,15 +77,25 @@ class OfflineParams:
         return _replace(self, estimate_epochs=n, window=1.0)
 
     def policy(self) -> blend.DegeneratePolicy:
-        return blend.DegeneratePolicy(
-            min_weight=self.min_weight,
-            noise_floor=self.noise_floor,
-            joint_min_weight=self.joint_min_weight,
-        )
+        return _policy(self)
 
     def options(self) -> blend.EstimatorOptions:
-        names = {f.name for f in fields(blend.EstimatorOptions)}
-        return blend.EstimatorOptions(**{k: v for k, v in asdict(self).items() if k in names})
+        return _options(self)
+
+
+def _policy(params) -> blend.DegeneratePolicy:
+    """The degenerate-case policy a method's parameters name (offline and online alike)."""
+    return blend.DegeneratePolicy(
+        min_weight=params.min_weight,
+        noise_floor=params.noise_floor,
+        joint_min_weight=params.joint_min_weight,
+    )
+
+
+def _options(params) -> blend.EstimatorOptions:
+    """The estimator options a method's parameters name (offline and online alike)."""
+    names = {f.name for f in fields(blend.EstimatorOptions)}
+    return blend.EstimatorOptions(**{k: v for k, v in asdict(params).items() if k in names})
 
 
 # Parameters added after the first offline results were keyed, at their defaults: left out of
@@ -102,13 +112,33 @@ LATER_PARAMS = {
 class OnlineParams:
     """Online G-Blend (Algorithm 3). ``warmup``/``length`` 0: the paper's 10 and 5 of 45
     epochs, scaled to the run (at least 1); ``probe``: the Figure 5b comparison at every
-    super-epoch, its classifier fine-tuned ``finetune_epochs`` (0: the super-epoch's length)."""
+    super-epoch, its classifier fine-tuned ``finetune_epochs`` (0: the super-epoch's length).
+    The policy's floors and the estimator's options are those of :class:`OfflineParams`,
+    applied to every super-epoch's estimate (defaults: the paper's algorithm), except
+    ``copy_schedule``: the copies start mid-run at the run's current learning rate."""
 
     warmup: int = 0
     length: int = 0
     metric: str = "loss"
     min_weight: float = 0.01
     finetune_epochs: int = 0
+    noise_floor: float = _POLICY.noise_floor
+    joint_min_weight: float = _POLICY.joint_min_weight
+    measure_at: str = _PAPER.measure_at
+    heldout_frac: float = _PAPER.heldout_frac
+    formula: str = _PAPER.formula
+    copy_draw: int = _PAPER.copy_draw
+    bootstrap: int = _PAPER.bootstrap
+
+    def __post_init__(self) -> None:
+        self.options()  # unknown option values raise here, before any compute
+        self.policy()
+
+    def policy(self) -> blend.DegeneratePolicy:
+        return _policy(self)
+
+    def options(self) -> blend.EstimatorOptions:
+        return _options(self)
 
     def resolve(self, epochs: int) -> OnlineParams:
         return _replace(
@@ -286,7 +316,8 @@ def _online(unit: Unit, dataset: gdata.Dataset, probe: bool = False) -> Outcome:
         warmup=p.warmup,
         length=p.length,
         metric=p.metric,
-        policy=blend.DegeneratePolicy(min_weight=p.min_weight),
+        policy=p.policy(),
+        options=p.options(),
         probe=probe,
         finetune_epochs=p.finetune_epochs or None,
     )
