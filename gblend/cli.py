@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gblend import __version__
+from gblend.coursework.assignments import GRADING_TIMEOUT, PAGE_MODES
 from gblend.fullrun import PHASES
 
 SCALES = ("smoke", "cpu", "full")
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--notebooks-dir", help="notebook templates (default: <repo>/notebooks)")
     rep.add_argument(
         "--coursework",
-        choices=("solutions", "student"),
+        choices=PAGE_MODES,
         default="solutions",
         help="the coursework pages show the solutions (default) or, for a course, only the "
         "student versions",
@@ -418,7 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grd.add_argument("--csv", default="", help="write one row per notebook to this CSV file")
     grd.add_argument(
-        "--timeout", type=int, default=300, help="seconds a cell may run (default: 300)"
+        "--timeout",
+        type=int,
+        default=GRADING_TIMEOUT,
+        help=f"seconds a cell may run (default: {GRADING_TIMEOUT})",
     )
     grd.add_argument(
         "--jobs", type=int, default=1, help="a folder: grade this many notebooks at a time"
@@ -435,9 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     cw.add_argument("action", choices=("generate", "time", "pages"))
     cw.add_argument("--check", action="store_true", help="generate: compare, write nothing")
     cw.add_argument("--only", nargs="+", metavar="NAME", help="time: these assignments")
-    cw.add_argument(
-        "--mode", choices=("solutions", "student"), default="solutions", help="pages: what to show"
-    )
+    cw.add_argument("--mode", choices=PAGE_MODES, default=PAGE_MODES[0], help="pages: what to show")
     cw.add_argument("--root", default="", help="the repository (default: the one around here)")
     cw.set_defaults(func=cmd_coursework)
 

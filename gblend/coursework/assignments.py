@@ -16,6 +16,9 @@ STUDENTS_DIR = SOLUTIONS_DIR / "student"
 STUDENT_SEED_BASE = 100_000
 SEED_SLOTS = 90_000  # distinct seed blocks, 10 seeds apart
 SCALES = ("smoke", "cpu")  # smoke: grading and CI; cpu: the student's own run (the default)
+# What the book's coursework pages show: the solutions, or (for a course) the student versions
+PAGE_MODES = ("solutions", "student")
+GRADING_TIMEOUT = 300  # seconds a cell may run when graded at smoke (training takes far less)
 
 
 @dataclass(frozen=True)

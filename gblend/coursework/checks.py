@@ -135,18 +135,12 @@ def degenerate_heads(ns, student):
     return None
 
 
-def _own_run(ns, student, method: str):
-    records = ns["res"].records
-    if not records or {r.seed for r in records} - set(student.seeds):
-        return None, f"res should hold runs at your seeds {list(student.seeds)}"
-    return records[0], None
-
-
 @check("a1", 2, "own_weights: your weights on your own run's first window equal gblend's")
 def weights_on_own_run(ns, student):
-    record, problem = _own_run(ns, student, "uniform")
-    if problem:
-        return problem
+    records = ns["res"].records
+    if not records or records[0].method != "uniform" or records[0].seed not in student.seeds:
+        return f"res should hold your multi-head (uniform) run at one of your seeds {student.seeds}"
+    record = records[0]
     history = pd.DataFrame(record.history)
     start, end = 0, record.epochs_run // 2
     points = []

@@ -22,13 +22,12 @@ from typing import Any
 
 import nbformat
 
-from gblend.coursework.assignments import StudentSetup, get, setup
+from gblend.coursework.assignments import GRADING_TIMEOUT, StudentSetup, get, setup
 
 GRADING_TAG = "grading"
 GRADING_SCALE = "smoke"
 # cells papermill adds to an executed notebook (parameters, error markers)
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
-DEFAULT_TIMEOUT = 300  # seconds per cell at smoke scale; a training cell takes far less
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ def grade(
     assignment: str,
     notebook: Path,
     student_id: str | None = None,
-    timeout: int = DEFAULT_TIMEOUT,
+    timeout: int = GRADING_TIMEOUT,
     keep: Path | None = None,
 ) -> Grade:
     """Execute ``notebook`` as ``student_id`` (default: the id its parameters cell sets) at
@@ -275,7 +274,7 @@ def grade(
 
 
 def grade_folder(
-    assignment: str, folder: Path, timeout: int = DEFAULT_TIMEOUT, jobs: int = 1
+    assignment: str, folder: Path, timeout: int = GRADING_TIMEOUT, jobs: int = 1
 ) -> tuple[list[Grade], list[dict[str, Any]]]:
     """Grade every ``*.ipynb`` of ``folder``, each as the student its file stem names, ``jobs``
     at a time (each in its own process and kernel); return the grades, in file order, and one

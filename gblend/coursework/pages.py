@@ -19,11 +19,10 @@ from typing import Any
 
 import nbformat
 
-from gblend.coursework.assignments import ASSIGNMENTS, Assignment
+from gblend.coursework.assignments import ASSIGNMENTS, PAGE_MODES, Assignment
 from gblend.coursework.student import ANSWER_TAG, has_solution, render
 from gblend.results import provenance
 
-MODES = ("solutions", "student")  # what the coursework pages show
 TIMINGS = "timings.json"
 RESULTS_SUBDIR = "coursework"
 HIDE_INPUT = "hide-input"
@@ -114,8 +113,8 @@ def _strip_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def write_pages(root: Path, results: Path, out: Path, mode: str = "solutions") -> list[Path]:
     """Write the coursework pages (and their index) into ``out``."""
-    if mode not in MODES:
-        raise ValueError(f"unknown coursework mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in PAGE_MODES:
+        raise ValueError(f"unknown coursework mode {mode!r}; valid: {', '.join(PAGE_MODES)}")
     out.mkdir(parents=True, exist_ok=True)
     timings = load_timings(results)
     rows, written = [], []

@@ -45,20 +45,16 @@ _POLICY = blend.DegeneratePolicy()
 
 
 @dataclass(frozen=True)
-class OfflineParams:
-    """Offline G-Blend (Algorithm 2). The window n: ``estimate_epochs`` epochs, or (0) the
-    fraction ``window`` of the run's N (the paper: n = N); ``metric``: loss or acc;
-    ``min_weight``, ``noise_floor``, ``joint_min_weight``: the degenerate-case policy's
-    floors (:class:`~gblend.blend.DegeneratePolicy`); the other fields are the estimator's
-    :class:`~gblend.blend.EstimatorOptions` (defaults: the paper's algorithm)."""
+class EstimatorParams:
+    """What offline and online G-Blend share: ``metric`` (loss or acc); ``min_weight``,
+    ``noise_floor``, ``joint_min_weight``, the degenerate-case policy's floors
+    (:class:`~gblend.blend.DegeneratePolicy`); the other fields are the estimator's
+    :class:`~gblend.blend.EstimatorOptions`. Defaults: the paper's algorithm."""
 
-    estimate_epochs: int = 0
     metric: str = "loss"
     min_weight: float = 0.01
     noise_floor: float = _POLICY.noise_floor
     joint_min_weight: float = _POLICY.joint_min_weight
-    window: float = 1.0
-    copy_schedule: str = _PAPER.copy_schedule
     measure_at: str = _PAPER.measure_at
     heldout_frac: float = _PAPER.heldout_frac
     formula: str = _PAPER.formula
@@ -66,36 +62,41 @@ class OfflineParams:
     bootstrap: int = _PAPER.bootstrap
 
     def __post_init__(self) -> None:
-        if not 0 < self.window <= 1:
-            raise ValueError(f"window must be in (0, 1], got {self.window}")
         self.options()  # unknown option values raise here, before any compute
         self.policy()
+
+    def policy(self) -> blend.DegeneratePolicy:
+        return blend.DegeneratePolicy(
+            min_weight=self.min_weight,
+            noise_floor=self.noise_floor,
+            joint_min_weight=self.joint_min_weight,
+        )
+
+    def options(self) -> blend.EstimatorOptions:
+        names = {f.name for f in fields(blend.EstimatorOptions)}
+        return blend.EstimatorOptions(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass(frozen=True)
+class OfflineParams(EstimatorParams):
+    """Offline G-Blend (Algorithm 2). The window n: ``estimate_epochs`` epochs, or (0) the
+    fraction ``window`` of the run's N (the paper: n = N); ``copy_schedule``: the copies at
+    a constant learning rate or on the main run's schedule; the rest as
+    :class:`EstimatorParams`."""
+
+    estimate_epochs: int = 0
+    window: float = 1.0
+    copy_schedule: str = _PAPER.copy_schedule
+
+    def __post_init__(self) -> None:
+        if not 0 < self.window <= 1:
+            raise ValueError(f"window must be in (0, 1], got {self.window}")
+        super().__post_init__()
 
     def resolve(self, epochs: int) -> OfflineParams:
         """n in epochs; the window is spent (a run with n = N/2 has one key however asked)."""
         n = self.estimate_epochs or max(1, round(self.window * epochs))
         return _replace(self, estimate_epochs=n, window=1.0)
-
-    def policy(self) -> blend.DegeneratePolicy:
-        return _policy(self)
-
-    def options(self) -> blend.EstimatorOptions:
-        return _options(self)
-
-
-def _policy(params) -> blend.DegeneratePolicy:
-    """The degenerate-case policy a method's parameters name (offline and online alike)."""
-    return blend.DegeneratePolicy(
-        min_weight=params.min_weight,
-        noise_floor=params.noise_floor,
-        joint_min_weight=params.joint_min_weight,
-    )
-
-
-def _options(params) -> blend.EstimatorOptions:
-    """The estimator options a method's parameters name (offline and online alike)."""
-    names = {f.name for f in fields(blend.EstimatorOptions)}
-    return blend.EstimatorOptions(**{k: v for k, v in asdict(params).items() if k in names})
 
 
 # Parameters added after the first offline results were keyed, at their defaults: left out of
@@ -109,36 +110,16 @@ LATER_PARAMS = {
 
 
 @dataclass(frozen=True)
-class OnlineParams:
+class OnlineParams(EstimatorParams):
     """Online G-Blend (Algorithm 3). ``warmup``/``length`` 0: the paper's 10 and 5 of 45
     epochs, scaled to the run (at least 1); ``probe``: the Figure 5b comparison at every
     super-epoch, its classifier fine-tuned ``finetune_epochs`` (0: the super-epoch's length).
-    The policy's floors and the estimator's options are those of :class:`OfflineParams`,
-    applied to every super-epoch's estimate (defaults: the paper's algorithm), except
-    ``copy_schedule``: the copies start mid-run at the run's current learning rate."""
+    The rest as :class:`EstimatorParams`, applied to every super-epoch's estimate; there is
+    no ``copy_schedule``: the copies start mid-run at the run's current learning rate."""
 
     warmup: int = 0
     length: int = 0
-    metric: str = "loss"
-    min_weight: float = 0.01
     finetune_epochs: int = 0
-    noise_floor: float = _POLICY.noise_floor
-    joint_min_weight: float = _POLICY.joint_min_weight
-    measure_at: str = _PAPER.measure_at
-    heldout_frac: float = _PAPER.heldout_frac
-    formula: str = _PAPER.formula
-    copy_draw: int = _PAPER.copy_draw
-    bootstrap: int = _PAPER.bootstrap
-
-    def __post_init__(self) -> None:
-        self.options()  # unknown option values raise here, before any compute
-        self.policy()
-
-    def policy(self) -> blend.DegeneratePolicy:
-        return _policy(self)
-
-    def options(self) -> blend.EstimatorOptions:
-        return _options(self)
 
     def resolve(self, epochs: int) -> OnlineParams:
         return _replace(
