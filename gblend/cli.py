@@ -249,37 +249,49 @@ def cmd_compute(args: argparse.Namespace) -> int:
     from gblend import experiments  # torch is heavy: import only for this command
 
     started = time.perf_counter()
-    # the union of the experiments' grids; units they share (e.g. naive runs) run once
-    by_config: dict[str, experiments.Unit] = {}
-    try:
-        for name in args.experiments:
-            if name not in experiments.EXPERIMENTS:
-                raise CliError(
-                    f"unknown experiment {name!r}; valid: {', '.join(experiments.EXPERIMENTS)}"
-                )
-            grid = experiments.EXPERIMENTS[name].grid(
-                scale=args.scale, datasets=args.datasets or None, device=args.device
-            )
-            for unit in grid:
-                by_config.setdefault(json.dumps(unit.config(), sort_keys=True, default=str), unit)
-    except experiments.GridError as exc:
-        raise CliError(str(exc)) from None
-    units = list(by_config.values())
+    unknown = [n for n in args.experiments if n not in experiments.EXPERIMENTS]
+    if unknown:
+        raise CliError(
+            f"unknown experiment {unknown[0]!r}; valid: {', '.join(experiments.EXPERIMENTS)}"
+        )
+    entries = [experiments.EXPERIMENTS[name] for name in args.experiments]
     plan = experiments.execution_plan(args.device, args.jobs, args.batch_runs)
-    todo = len(experiments.missing(units, args.results_dir or None))
-    print(
-        f"{' '.join(args.experiments)} {args.scale}: {len(units)} runs, {todo} to train; "
-        f"{plan.jobs} processes x {plan.threads} threads, batches of {plan.batch_runs} "
-        f"({plan.reason})",
-        flush=True,
-    )
-    experiments.run_grid(
-        units,
-        args.results_dir or None,
-        progress=not args.quiet,
-        jobs=plan.jobs,
-        batch_runs=plan.batch_runs,
-    )
+    settings = {"datasets": args.datasets or None, "device": args.device}
+    results_dir = args.results_dir or None
+
+    def searches():
+        return [e.search_grid(args.scale, **settings) for e in entries if e.select]
+
+    def grids():  # after the searches: an experiment that selects builds its grid from them
+        return [e.grid(args.scale, results_dir=results_dir, **settings) for e in entries]
+
+    for what, make_grids in (("searches", searches), ("runs", grids)):
+        # the union of the experiments' grids; units they share (e.g. naive runs) run once
+        by_config: dict[str, experiments.Unit] = {}
+        try:
+            for grid in make_grids():
+                for unit in grid:
+                    key = json.dumps(unit.config(), sort_keys=True, default=str)
+                    by_config.setdefault(key, unit)
+        except experiments.GridError as exc:
+            raise CliError(str(exc)) from None
+        if not by_config:
+            continue
+        units = list(by_config.values())
+        todo = len(experiments.missing(units, results_dir))
+        print(
+            f"{' '.join(args.experiments)} {args.scale} {what}: {len(units)} runs, {todo} to "
+            f"train; {plan.jobs} processes x {plan.threads} threads, batches of "
+            f"{plan.batch_runs} ({plan.reason})",
+            flush=True,
+        )
+        experiments.run_grid(
+            units,
+            results_dir,
+            progress=not args.quiet,
+            jobs=plan.jobs,
+            batch_runs=plan.batch_runs,
+        )
     print(f"done in {time.perf_counter() - started:.1f} s", flush=True)
     return 0
 

@@ -25,9 +25,11 @@ from torch import nn
 
 JOINT = "joint"  # name of the fused head; per-modality heads are named after their modality
 # How the encoders' features meet (the paper's Figure 1 fusion baselines): concatenation
-# (late), or concatenation after each modality's features are gated by the others'
-# (squeeze-and-excitation) or attend to them (non-local attention over one token per modality)
-FUSIONS = ("late", "se_gate", "nl_gate")
+# (late), concatenation one layer earlier, before each encoder's last layer, which becomes one
+# layer shared by the modalities (mid), or concatenation after each modality's features are
+# gated by the others' (squeeze-and-excitation) or attend to them (non-local attention over
+# one token per modality)
+FUSIONS = ("late", "mid", "se_gate", "nl_gate")
 
 
 class InputSpec(Protocol):
@@ -54,13 +56,19 @@ class ModelConfig:
 
 
 class MLPEncoder(nn.Module):
-    """Two-layer perceptron for feature vectors."""
+    """Two-layer perceptron for feature vectors; without ``project``, its first layer only.
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+    Every encoder has ``out_dim``, the width of its output; without ``project`` it stops
+    before its last layer (mid fusion's fusion point, see :data:`FUSIONS`).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, project: bool = True) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim), nn.ReLU()
-        )
+        layers = [nn.Linear(in_dim, hidden), nn.ReLU()]
+        if project:
+            layers += [nn.Linear(hidden, out_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim if project else hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -75,7 +83,9 @@ class ImageEncoder(nn.Module):
     avdigits with one thread. Inputs stay as given (``vmap`` cannot convert them).
     """
 
-    def __init__(self, shape: tuple[int, ...], hidden: int, out_dim: int) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], hidden: int, out_dim: int, project: bool = True
+    ) -> None:
         super().__init__()
         channels, height, width = shape
         width1 = max(hidden // 8, 8)
@@ -88,9 +98,10 @@ class ImageEncoder(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         ).to(memory_format=torch.channels_last)
-        self.proj = nn.Sequential(
-            nn.Flatten(), nn.Linear(width2 * (height // 4) * (width // 4), out_dim), nn.ReLU()
-        )
+        flat = width2 * (height // 4) * (width // 4)
+        last = [nn.Linear(flat, out_dim), nn.ReLU()] if project else []
+        self.proj = nn.Sequential(nn.Flatten(), *last)
+        self.out_dim = out_dim if project else flat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.conv(x))
@@ -102,7 +113,9 @@ class SequenceEncoder(nn.Module):
     The strides keep it cheap on a laptop CPU; the receptive field still spans 17 steps.
     """
 
-    def __init__(self, shape: tuple[int, ...], hidden: int, out_dim: int) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], hidden: int, out_dim: int, project: bool = True
+    ) -> None:
         super().__init__()
         _, channels = shape
         width1 = max(hidden // 4, 8)
@@ -113,7 +126,10 @@ class SequenceEncoder(nn.Module):
             nn.Conv1d(width1, width2, 5, padding=2, stride=2),
             nn.ReLU(),
         )
-        self.proj = nn.Sequential(nn.Linear(width2, out_dim), nn.ReLU())
+        self.proj = (
+            nn.Sequential(nn.Linear(width2, out_dim), nn.ReLU()) if project else nn.Identity()
+        )
+        self.out_dim = out_dim if project else width2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.conv(x.transpose(1, 2))  # (N, T, C) -> (N, C, T) for Conv1d
@@ -121,14 +137,16 @@ class SequenceEncoder(nn.Module):
 
 
 def make_encoder(spec: InputSpec, config: ModelConfig) -> nn.Module:
-    """The encoder suited to a modality's kind: ``vector``, ``image`` or ``sequence``."""
+    """The encoder suited to a modality's kind: ``vector``, ``image`` or ``sequence``; with
+    mid fusion, without its last layer."""
     shape = tuple(spec.shape)
+    project = config.fusion != "mid"
     if spec.kind == "vector":
-        return MLPEncoder(shape[0], config.hidden, config.feature_dim)
+        return MLPEncoder(shape[0], config.hidden, config.feature_dim, project)
     if spec.kind == "image":
-        return ImageEncoder(shape, config.hidden, config.feature_dim)
+        return ImageEncoder(shape, config.hidden, config.feature_dim, project)
     if spec.kind == "sequence":
-        return SequenceEncoder(shape, config.hidden, config.feature_dim)
+        return SequenceEncoder(shape, config.hidden, config.feature_dim, project)
     raise ValueError(f"unknown modality kind {spec.kind!r}; valid: 'vector', 'image', 'sequence'")
 
 
@@ -181,6 +199,9 @@ class FusionNet(nn.Module):
 
     ``forward`` takes a dict ``modality -> batch`` and returns a dict ``head -> logits`` with
     the fused head under :data:`JOINT` and, with ``modality_heads``, one entry per modality.
+    With mid fusion the encoders stop before their last layer; their outputs are concatenated
+    and go through one shared layer of ``feature_dim`` units (``mid``) into the fused head,
+    and each modality head reads its encoder's output (the stream below the fusion point).
     """
 
     def __init__(
@@ -196,11 +217,17 @@ class FusionNet(nn.Module):
         self.n_classes = n_classes
         cfg = self.config
         self.encoders = nn.ModuleDict({m: make_encoder(specs[m], cfg) for m in self.modalities})
+        widths = {m: self.encoders[m].out_dim for m in self.modalities}
         fused_dim = cfg.feature_dim * len(self.modalities)
-        gates = {"late": None, "se_gate": SEGate, "nl_gate": NLGate}
-        gate = gates[cfg.fusion]
+        gates = {"se_gate": SEGate, "nl_gate": NLGate}
         # late fusion keeps no module here, so its parameters (and saved weights) stay as they were
-        self.gate = gate(self.modalities, cfg.feature_dim) if gate is not None else None
+        self.gate = (
+            gates[cfg.fusion](self.modalities, cfg.feature_dim) if cfg.fusion in gates else None
+        )
+        self.mid = None
+        if cfg.fusion == "mid":
+            self.mid = nn.Sequential(nn.Linear(sum(widths.values()), cfg.feature_dim), nn.ReLU())
+            fused_dim = cfg.feature_dim
         self.fused_head = nn.Sequential(
             nn.Dropout(cfg.dropout),
             nn.Linear(fused_dim, cfg.fusion_hidden),
@@ -210,7 +237,7 @@ class FusionNet(nn.Module):
             nn.Linear(cfg.fusion_hidden, n_classes),
         )
         self.modality_heads = nn.ModuleDict(
-            {m: nn.Linear(cfg.feature_dim, n_classes) for m in self.modalities}
+            {m: nn.Linear(widths[m], n_classes) for m in self.modalities}
             if cfg.modality_heads
             else {}
         )
@@ -233,7 +260,8 @@ class FusionNet(nn.Module):
         logits = {m: head(features[m]) for m, head in self.modality_heads.items() if m in x}
         if len(present) == len(self.modalities):
             fused = features if self.gate is None else self.gate(features)
-            logits[JOINT] = self.fused_head(torch.cat([fused[m] for m in present], dim=1))
+            joint = torch.cat([fused[m] for m in present], dim=1)
+            logits[JOINT] = self.fused_head(joint if self.mid is None else self.mid(joint))
         return logits
 
 

@@ -99,6 +99,7 @@ class Page:
     experiment: str
     grid: ex.Grid
     results: ex.Results
+    results_dir: str | None = None
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -119,6 +120,19 @@ class Page:
         for row in verdicts.itertuples():
             suffix = f"_{row.variant}" if getattr(row, "variant", "") else ""
             _glue(f"verdict_{row.dataset}_claim{row.claim}{suffix}", row.verdict)
+
+    def search(self, experiment: str = "") -> pd.DataFrame:
+        """The search behind an experiment's chosen settings (the page's first by default):
+        each candidate's mean val accuracy on the calibration seeds, and which was chosen."""
+        name = experiment or self.experiment
+        g = self.grid
+        return ex.EXPERIMENTS[name].search(
+            g.scale.name,
+            self.results_dir,
+            datasets=",".join(g.datasets),
+            epochs=g.scale.epochs,
+            device=g.device,
+        )
 
     def provenance(self, by: Sequence[str] = ("dataset", "method")) -> pd.DataFrame:
         """Per group: runs, seeds, data fingerprints, machines, commits and wall time."""
@@ -159,9 +173,20 @@ def open_page(
     all their runs; the page's grid is the first's, and a unit two grids share counts once.
     """
     names = [experiment] if isinstance(experiment, str) else list(experiment)
+    for name in names:  # an experiment that selects on val needs its search first
+        if ex.EXPERIMENTS[name].select:
+            search = ex.EXPERIMENTS[name].search_grid(
+                scale, datasets=datasets, epochs=epochs, device=device
+            )
+            ex.run(search, results_dir or None, progress=False, run_missing=run_missing)
     grids = [
         ex.EXPERIMENTS[name].grid(
-            scale=scale, datasets=datasets, seeds=seeds, epochs=epochs, device=device
+            scale=scale,
+            datasets=datasets,
+            seeds=seeds,
+            epochs=epochs,
+            device=device,
+            results_dir=results_dir or None,
         )
         for name in names
     ]
@@ -170,7 +195,7 @@ def open_page(
         run = ex.run(grid, results_dir or None, progress=False, run_missing=run_missing)
         records |= {rec.key: rec for rec in run.records}
     grid, results = grids[0], ex.Results(records.values())
-    page = Page(names[0], grid, results)
+    page = Page(names[0], grid, results, results_dir or None)
     _glue("scale", grid.scale.name)
     _glue("n_seeds", int(page.runs.seed.nunique()) if len(page.runs) else 0)
     _glue("n_runs", len(page.runs))

@@ -215,6 +215,9 @@ class Grid:
     fixed: tuple[tuple[str, Any], ...] = ()  # settings applied to every unit
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # swept settings: name, values
     sweep: str = "product"  # or "one_at_a_time" (see SWEEPS)
+    # the settings a search chose (gblend.experiments.selection): a method listed here keeps
+    # only the units whose (data set, modalities, method, swept settings) are listed
+    only: frozenset[tuple[str, tuple[str, ...], str, tuple[tuple[str, Any], ...]]] = frozenset()
 
     @classmethod
     def resolve(
@@ -300,6 +303,7 @@ class Grid:
             raise GridError(f"unknown setting {name!r}; valid after {group}.: {', '.join(valid)}")
 
     def __iter__(self) -> Iterator[Unit]:
+        searched = {method for _, _, method, _ in self.only}
         for dataset in self.datasets:
             knobs = data_knobs(dataset, self.scale)
             modalities = gdata.study_modalities(dataset)
@@ -309,6 +313,11 @@ class Grid:
                         if gmethods.get(method).fusion_only and len(combo) < 2:
                             continue
                         for variant in self._variants(method):
+                            if (
+                                method in searched
+                                and (dataset, combo, method, variant) not in self.only
+                            ):
+                                continue
                             yield self._unit(dataset, knobs, combo, seed, method, variant)
 
     def __len__(self) -> int:
@@ -346,6 +355,9 @@ class Grid:
             # a thinned train split keeps the schedule's SGD steps (see TrainConfig)
             train = replace(train, passes_per_epoch=max(1, round(1 / frac)))
         model = replace(ModelConfig(modality_heads=entry.multi_head), **pick["model"])
+        params = entry.make_params(pick[method]).resolve(train.epochs)
+        if entry.configure is not None:
+            train, model = entry.configure(params, train, model)
         return Unit(
             store=entry.store,
             scale=self.scale.name,
@@ -355,7 +367,7 @@ class Grid:
             method=method,
             train=train,
             model=model,
-            params=entry.make_params(pick[method]).resolve(train.epochs),
+            params=params,
             data_knobs={
                 **knobs,
                 **{k: v for k, v in pick["data"].items() if k in gdata.knob_names(dataset)},

@@ -20,8 +20,8 @@ import torch
 
 from gblend import blend
 from gblend import data as gdata
-from gblend.models import JOINT, FusionNet, UncertaintyWeights
-from gblend.train import Trainer
+from gblend.models import JOINT, FusionNet, ModelConfig, UncertaintyWeights
+from gblend.train import TrainConfig, Trainer
 
 if TYPE_CHECKING:
     from gblend.experiments.runner import Unit
@@ -142,6 +142,35 @@ class PretrainParams:
         return self
 
 
+@dataclass(frozen=True)
+class DropoutParams:
+    """Dropout at the concatenation layer (the paper's Figure 1 and Table 5): ``rate``."""
+
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate < 1:
+            raise ValueError(f"rate must be in (0, 1), got {self.rate}")
+
+    def resolve(self, epochs: int) -> DropoutParams:
+        return self
+
+
+@dataclass(frozen=True)
+class EarlyStopParams:
+    """Early stopping (the paper's Figure 1): stop after ``patience`` epochs without a better
+    val accuracy, and end with the best val epoch's weights (val only, never test)."""
+
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        if self.patience < 1:
+            raise ValueError(f"patience must be at least 1, got {self.patience}")
+
+    def resolve(self, epochs: int) -> EarlyStopParams:
+        return self
+
+
 def _replace(params, **changes):
     return type(params)(**{**asdict(params), **changes})
 
@@ -153,8 +182,11 @@ class Method:
     ``store``: the results folder of its runs; ``multi_head``: trains the multi-head model
     (paper Fig. 2c); ``fusion_only``: needs two or more modalities; ``batch_weights``: for a
     method that is one plain training run, its loss weights given the model's heads (its runs
-    can then be batched); ``cost``: rough wall time relative to naive training (measured on
-    avdigits, one CPU thread: offline 2.6x, online 3x, probed 4.4x).
+    can then be batched); ``configure``: for a method that is another run's training with
+    some of its settings changed (dropout, a fusion, early stopping), the unit's training and
+    model settings given its parameters, applied when a grid makes the unit (so the changed
+    settings are in its cache key); ``cost``: rough wall time relative to naive training
+    (measured on avdigits, one CPU thread: offline 2.6x, online 3x, probed 4.4x).
     """
 
     name: str
@@ -165,6 +197,9 @@ class Method:
     multi_head: bool = True
     fusion_only: bool = True
     batch_weights: Callable[[tuple[str, ...]], dict[str, float]] | None = None
+    configure: Callable[[Any, TrainConfig, ModelConfig], tuple[TrainConfig, ModelConfig]] | None = (
+        None
+    )
     cost: float = 1.0
     version: int = 1
 
@@ -206,6 +241,17 @@ def _plain(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     weights = get(unit.method).batch_weights(model.heads)
     trainer = Trainer(unit.train).fit(model, dataset.x, dataset.y, dataset.splits, weights)
     return trainer, ({} if unit.method == "naive" else {"weights": [weights]})
+
+
+def _fused_only(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    """Naive training, one run at a time: dropout's masks come from the process's random
+    stream, so a run in a batch would not give the run alone (its cache key's result)."""
+    trainer = Trainer(unit.train).fit(_model(unit, dataset), dataset.x, dataset.y, dataset.splits)
+    return trainer, {}
+
+
+def _fused_head_weight(heads: tuple[str, ...]) -> dict[str, float]:
+    return {JOINT: 1.0}
 
 
 def _blend_extras(run: blend.BlendRun) -> dict[str, Any]:
@@ -320,7 +366,7 @@ register(
         store="table1",
         multi_head=False,
         fusion_only=False,
-        batch_weights=lambda heads: {JOINT: 1.0},
+        batch_weights=_fused_head_weight,
     )
 )
 register(
@@ -372,6 +418,54 @@ register(
     )
 )
 register(Method("online", "online G-Blend", _online, OnlineParams, cost=3.0))
+# The paper's Figure 1 baselines that are naive training with one setting changed: an
+# overfitting remedy (dropout at the concatenation, early stopping) or another fusion
+register(
+    Method(
+        "dropout",
+        "dropout at the concatenation",
+        _fused_only,
+        DropoutParams,
+        store="baselines",
+        multi_head=False,
+        configure=lambda p, train, model: (train, replace(model, dropout=p.rate)),
+    )
+)
+register(
+    Method(
+        "early_stop",
+        "early stopping (patience on val)",
+        _plain,
+        EarlyStopParams,
+        store="baselines",
+        multi_head=False,
+        batch_weights=_fused_head_weight,
+        configure=lambda p, train, model: (
+            replace(train, patience=p.patience, restore_best=True),
+            model,
+        ),
+        cost=0.7,
+    )
+)
+for _fusion, _label in (
+    ("mid", "mid-level concatenation"),
+    ("se_gate", "SE-gate fusion"),
+    ("nl_gate", "NL-gate (attention) fusion"),
+):
+    register(
+        Method(
+            _fusion if _fusion != "mid" else "mid_concat",
+            _label,
+            _plain,
+            store="baselines",
+            multi_head=False,
+            batch_weights=_fused_head_weight,
+            configure=lambda p, train, model, fusion=_fusion: (
+                train,
+                replace(model, fusion=fusion),
+            ),
+        )
+    )
 register(
     Method(
         "online_probed",

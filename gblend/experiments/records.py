@@ -83,7 +83,11 @@ class RunRecord:
     @property
     def last_metrics(self) -> dict[str, float]:
         """The fused head at the last epoch trained (the fixed schedule's result), named as
-        ``metrics`` with the suffix ``_last``; read from the history, which every record has."""
+        ``metrics`` with the suffix ``_last``; read from the history, which every record has.
+        An early-stopped run (one with patience) ends with its best val epoch's weights: that
+        model is its result, so it is read at that epoch under either name."""
+        if self.config["train"].get("patience") is not None:
+            return {f"{name}_last": value for name, value in self.metrics.items()}
         h = self.history
         rows = zip(h["epoch"], h["head"], h["split"], h["acc"], h["loss"], strict=True)
         return {

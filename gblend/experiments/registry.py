@@ -7,12 +7,18 @@ The notebooks, ``gblend compute``, ``gblend full-run`` and "is this scale comple
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import pandas as pd
+
+from gblend.experiments import selection
 from gblend.experiments.grid import Grid, GridError
 from gblend.experiments.records import Results
-from gblend.experiments.runner import missing, run
+from gblend.experiments.runner import missing, run, run_grid
+
+# Seeds no page reports (pages report 0..n-1): calibration and searches use them
+CALIBRATION_SEEDS = "1000-1001"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,22 @@ class Experiment:
     full_datasets: str = ""  # the default data sets at full ("": ``datasets``)
     sweep: str = "product"  # how the axes combine (grid.SWEEPS)
     fixed: tuple[tuple[str, Any], ...] = ()  # settings of every unit
+    # swept settings chosen on val by a search on calibration seeds (gblend.experiments
+    # .selection): the reported grid holds the chosen value of each only
+    select: tuple[str, ...] = ()
+    search_seeds: str = CALIBRATION_SEEDS
+
+    def search_grid(self, scale: str = "cpu", **params: Any) -> Grid:
+        """The search of an experiment that selects: its grid on the calibration seeds, for
+        the methods a selected setting varies (all, for a ``train.``/``model.`` setting)."""
+        if not self.select:
+            raise GridError(f"experiment {self.name!r} selects nothing: it has no search")
+        # at smoke (a test of the pipeline) one calibration seed
+        seeds = self.search_seeds.split("-")[0] if scale == "smoke" else self.search_seeds
+        grid = self.grid(scale, **{**params, "seeds": seeds}, selected=False)
+        groups = {name.partition(".")[0] for name in self.select}
+        methods = tuple(m for m in grid.methods if groups & {m, "train", "model", "data"})
+        return replace(grid, methods=methods)
 
     def grid(
         self,
@@ -45,12 +67,16 @@ class Experiment:
         fixed: Mapping[str, Any] | None = None,
         axes: Mapping[str, Sequence[Any]] | None = None,
         combos: str = "",
+        results_dir: str | None = None,
+        selected: bool = True,
     ) -> Grid:
         """The experiment's grid from a notebook's parameters (``"all"``/0/``""``: the
-        defaults)."""
+        defaults). An experiment that selects keeps the settings its search chose (read from
+        the search's results in ``results_dir``; a search not yet complete raises: run
+        :meth:`search_grid` first); ``selected=False`` gives every setting."""
         default = self.full_datasets if scale == "full" and self.full_datasets else self.datasets
         chosen = default if datasets in (None, "", "all") else datasets
-        return Grid.resolve(
+        grid = Grid.resolve(
             scale=scale,
             datasets=chosen,
             methods=self.methods,
@@ -66,6 +92,26 @@ class Experiment:
                 **dict(axes or {}),
             },
         )
+        if not (self.select and selected):
+            return grid
+        table = self.search(scale, results_dir, datasets=datasets, epochs=epochs, device=device,
+                            fixed=fixed, axes=axes, combos=combos)  # fmt: skip
+        return replace(grid, only=selection.chosen(table))
+
+    def search(
+        self, scale: str = "cpu", results_dir: str | None = None, **params: Any
+    ) -> pd.DataFrame:
+        """The search's table (:func:`selection.search_table`) from its results on disk."""
+        search = self.search_grid(scale, **params)
+        units = search.units()
+        records = run_grid(units, results_dir, progress=False, run_missing=False)
+        if len(records) < len(units):
+            raise GridError(
+                f"{self.name} chooses {', '.join(self.select)} on val with a search on seeds "
+                f"{self.search_seeds}: {len(units) - len(records)} of its {len(units)} runs "
+                f"are not done; run the search first (gblend compute {self.name})"
+            )
+        return selection.search_table(units, records, self.select)
 
 
 # The estimator chapter's sweep: each option of Algorithm 1, the paper's value first
@@ -82,6 +128,17 @@ ESTIMATOR_AXES = (
 )
 ESTIMATOR_METHODS = ("naive", "uniform", "aux_floor", "joint_lr_matched", "offline")
 ESTIMATOR_ARTEFACT = "none (Algorithm 1's open choices; claims 16 and 17)"
+
+# The knobs of the paper's Figure 1 remedies, searched on val (the default first: a tie keeps it)
+REMEDY_KNOBS = (
+    ("dropout.rate", (0.5, 0.2, 0.8)),
+    ("early_stop.patience", (5, 2, 10)),
+    ("pretrain.freeze", (False, True)),
+)
+FIGURE1_METHODS = ("naive", "pretrain", "early_stop", "dropout", "mid_concat", "se_gate", "nl_gate")
+# A CPU affords the baselines on the testbed and mfeat (the MLP data sets); the CNN data sets'
+# units cost 20-70 times more (results/bench)
+CPU_BASELINE_DATASETS = "synthetic,mfeat"
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -115,7 +172,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ("naive",),
             "all",
             datasets="synthetic",
-            seeds="1000-1001",
+            seeds=CALIBRATION_SEEDS,
             axes=(
                 ("data.audio_noise_dims", (384, 1536)),
                 ("data.flow_noise_dims", (128, 512)),
@@ -130,7 +187,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             ("naive",),
             "all",
             datasets="synthetic",
-            seeds="1000-1001",
+            seeds=CALIBRATION_SEEDS,
             axes=(("train.epochs", (15, 30, 60)),),
         ),
         # The mechanism's dose-response on the testbed: the weak modality's memorisability
@@ -193,6 +250,62 @@ EXPERIMENTS: dict[str, Experiment] = {
             fixed=(("offline.bootstrap", 200),),
             axes=ESTIMATOR_AXES,
         ),
+        # The paper's Figure 1: overfitting remedies and fusion architectures against late
+        # concatenation and the best uni-modal model, each remedy's knob chosen on val
+        Experiment(
+            "figure1",
+            "figure1_baselines",
+            "Figure 1",
+            FIGURE1_METHODS,
+            "unimodal+study",
+            datasets=CPU_BASELINE_DATASETS,
+            full_datasets="all",
+            seeds=5,
+            axes=REMEDY_KNOBS,
+            select=tuple(name for name, _ in REMEDY_KNOBS),
+        ),
+        # Claim 15: G-Blend on mid fusion, beside the mid-fusion run of Figure 1
+        Experiment(
+            "mid_fusion",
+            "figure1_baselines",
+            "Section 7 (G-Blend on mid fusion)",
+            ("mid_concat", "offline"),
+            "study",
+            datasets=CPU_BASELINE_DATASETS,
+            full_datasets="all",
+            seeds=5,
+            fixed=(("model.fusion", "mid"),),
+        ),
+        # The paper's Table 5: every baseline on every data set, with G-Blend's weights
+        Experiment(
+            "table5",
+            "table5_baselines",
+            "Table 5",
+            ("naive", "pretrain", "dropout", "uniform", "uncertainty", "offline"),
+            "unimodal+study",
+            datasets=CPU_BASELINE_DATASETS,
+            full_datasets="all",
+            seeds=5,
+            axes=REMEDY_KNOBS[::2],
+            select=tuple(name for name, _ in REMEDY_KNOBS[::2]),
+        ),
+        # The paper's Table 3: three optimizers, each method's learning rate chosen on val. A
+        # CPU affords the testbed, where naive fusion fails, only
+        Experiment(
+            "table3",
+            "table3_optimizers",
+            "Table 3",
+            ("naive", "offline"),
+            "unimodal+study",
+            datasets="synthetic",
+            full_datasets="all",
+            seeds=5,
+            axes=(
+                ("train.optimizer", ("sgd", "adagrad", "adam")),
+                ("train.lr", (0.01, 0.001, 0.003, 0.03)),
+            ),
+            select=("train.lr",),
+        ),
     )
 }
 
@@ -208,9 +321,16 @@ def for_notebook(stem: str) -> tuple[Experiment, ...]:
     return tuple(e for e in EXPERIMENTS.values() if e.notebook == stem)
 
 
+def _done(entry: Experiment, scale: str, datasets: str | None, results_dir: str | None) -> bool:
+    """Whether a grid (and, for an experiment that selects, its search) is on disk."""
+    if entry.select and missing(entry.search_grid(scale, datasets=datasets), results_dir):
+        return False
+    return not missing(entry.grid(scale, datasets=datasets, results_dir=results_dir), results_dir)
+
+
 def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
     """Whether every unit of an experiment's default grid at a scale has its result file."""
-    return not missing(get(name).grid(scale), results_dir)
+    return _done(get(name), scale, None, results_dir)
 
 
 def committed_at(name: str, scale: str, results_dir: str | None = None) -> Results | None:
@@ -218,12 +338,9 @@ def committed_at(name: str, scale: str, results_dir: str | None = None) -> Resul
     complete, read without training (``None`` when no data set's is): a page at one scale
     can show what another scale has committed."""
     entry = get(name)
-    done = [
-        d
-        for d in entry.grid(scale).datasets
-        if not missing(entry.grid(scale, datasets=d), results_dir)
-    ]
+    done = [d for d in entry.grid(scale, selected=False).datasets
+            if _done(entry, scale, d, results_dir)]  # fmt: skip
     if not done:
         return None
-    return run(entry.grid(scale, datasets=",".join(done)), results_dir, progress=False,
-               run_missing=False)  # fmt: skip
+    grid = entry.grid(scale, datasets=",".join(done), results_dir=results_dir)
+    return run(grid, results_dir, progress=False, run_missing=False)
