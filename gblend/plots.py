@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -415,5 +416,84 @@ def architectures(specs, n_classes: int, config=None) -> plt.Figure:
         _box(axes[2], 10.5, y_head, f"linear → {n_classes}\n{count(linear)}\nw_{m} · L_{m}",
              "#e2f0d9")  # fmt: skip
         _arrow(axes[2], (3.0, y + 0.2), (9.6, y_head))
+    fig.tight_layout()
+    return fig
+
+
+# The paper's Figure 1 colours: uni-modal blue, late concatenation green, overfitting
+# remedies orange, fusion architectures red; the loss weightings of Table 5 purple
+METHOD_COLORS = {
+    "best uni": "tab:blue",
+    "naive": "tab:green",
+    "pretrain": "tab:orange",
+    "early_stop": "tab:orange",
+    "dropout": "tab:orange",
+    "mid_concat": "tab:red",
+    "se_gate": "tab:red",
+    "nl_gate": "tab:red",
+    "uniform": "tab:purple",
+    "uncertainty": "tab:purple",
+    "offline": "tab:purple",
+}
+
+
+def method_bars(comparison: pd.DataFrame, labels: dict[str, str], selection: str = "last"):
+    """Horizontal bars of each method's mean test accuracy with its paired 95% interval
+    against the best uni-modal model (drawn around the bar's end), one panel per data set
+    and setting (the paper's Figure 1). ``comparison``: :func:`gblend.experiments.baselines
+    .compare`; ``labels``: method -> bar label."""
+    style()
+    part = comparison[comparison.selection == selection]
+    groups = list(dict.fromkeys(zip(part.dataset, part.setting, strict=True)))
+    height = 0.38 * part.groupby(["dataset", "setting"]).size().max() + 1.4
+    fig, axes = _grid(max(len(groups), 1), width=6.0, height=height)
+    for ax, (dataset, setting) in zip(axes, groups, strict=False):
+        sub = part[(part.dataset == dataset) & (part.setting == setting)]
+        y = range(len(sub))
+        uni = sub[sub.method == "best uni"].acc.iloc[0]
+        ax.barh(y, sub.acc, color=[METHOD_COLORS.get(m, "tab:gray") for m in sub.method])
+        # no interval for the best uni-modal model itself, nor with one seed (unbounded)
+        low, high = sub.acc.copy(), sub.acc.copy()
+        if "vs_uni_low" in sub:
+            bounded = np.isfinite(sub.vs_uni_low) & np.isfinite(sub.vs_uni_high)
+            low[bounded] = uni + sub.vs_uni_low[bounded]
+            high[bounded] = uni + sub.vs_uni_high[bounded]
+        ax.hlines(
+            list(y),
+            low,
+            high,
+            color="black",
+            linewidth=1.5,
+            label="best uni + 95% CI of the paired difference",
+        )
+        ax.axvline(uni, color="tab:blue", linestyle=":", linewidth=1)
+        names = [
+            labels.get(m, m) + (f" ({k})" if k else "")
+            for m, k in zip(sub.method, sub.knob, strict=True)
+        ]
+        ax.set_yticks(list(y), names, fontsize=8)
+        ax.invert_yaxis()
+        lo = min(sub.acc.min(), low.min())
+        hi = max(sub.acc.max(), high.max())
+        ax.set_xlim(lo - 0.15 * (hi - lo + 1), hi + 0.15 * (hi - lo + 1))
+        ax.set_xlabel("test accuracy % (mean over seeds)")
+        ax.set_title(f"{dataset}: {sub.combo.iloc[0]}" + (f" ({setting})" if setting else ""))
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def learned_weights(learned: pd.DataFrame) -> plt.Figure:
+    """The learned uncertainty weights of every head over training, mean over seeds with a
+    95% band, one panel per data set (claim 11)."""
+    style()
+    datasets = list(dict.fromkeys(learned.dataset))
+    fig, axes = _grid(max(len(datasets), 1))
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = learned[learned.dataset == dataset]
+        sns.lineplot(data=sub, x="epoch", y="weight", hue="head", errorbar=("ci", 95), ax=ax)
+        ax.set_title(f"{dataset}: {sub.combo.iloc[0]}")
+        ax.set_ylabel("learned weight (normalised)")
+        ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig

@@ -153,6 +153,65 @@ def test_each_fusion_changes_the_parameters_and_the_forward_pass_as_stated(fusio
     assert not torch.allclose(gated(x)[JOINT], late(x)[JOINT])
 
 
+def test_mid_fusion_concatenates_before_the_encoders_last_layer_and_shares_it():
+    cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16)
+    late = FusionNet(vector_specs(), 3, cfg)
+    mid = FusionNet(vector_specs(), 3, replace(cfg, fusion="mid"))
+    # each encoder loses its last layer (16 -> 8); one shared layer (2 x 16 -> 8) replaces
+    # them; the fused head's first layer reads 8 features instead of 2 x 8
+    assert count(late) - count(mid) == 2 * (16 * 8 + 8) - (32 * 8 + 8) + (2 * 8 - 8) * 16
+    x = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    assert mid.encoders["a"](x["a"]).shape == (5, 16)  # the stream stops at the fusion point
+    joint = mid.mid(torch.cat([mid.encoders[m](x[m]) for m in ("a", "b")], dim=1))
+    assert torch.equal(mid(x)[JOINT], mid.fused_head(joint))
+    heads = FusionNet(vector_specs(), 3, replace(cfg, fusion="mid", modality_heads=True))
+    assert heads({"a": x["a"]})["a"].shape == (5, 3)  # a modality head reads its own stream
+
+
+def test_mid_fusion_batches_like_late_fusion():
+    from test_batched import SPECS, assert_losses_match_single_runs, run_data
+
+    seeds = [0, 1]
+
+    def mid(seed):
+        torch.manual_seed(seed)
+        return FusionNet(SPECS, 3, ModelConfig(hidden=16, feature_dim=8, fusion="mid"))
+
+    assert_losses_match_single_runs(mid, [run_data(s, 150) for s in seeds], seeds)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "where", "expected"),
+    [
+        ("dropout", {"rate": 0.2}, "model.dropout", 0.2),
+        ("early_stop", {"patience": 3}, "train.patience", 3),
+        ("mid_concat", {}, "model.fusion", "mid"),
+        ("se_gate", {}, "model.fusion", "se_gate"),
+        ("nl_gate", {}, "model.fusion", "nl_gate"),
+    ],
+)
+def test_a_baseline_method_sets_its_option_in_the_unit_and_its_key(method, params, where, expected):
+    axes = {f"{method}.{k}": [v] for k, v in params.items()}
+    (unit,) = ex.Grid.resolve("smoke", "mfeat", methods=(method,), combos="study", axes=axes)
+    group, _, name = where.partition(".")
+    assert getattr(getattr(unit, group), name) == expected
+    assert unit.config()[group][name] == expected
+    (naive,) = ex.Grid.resolve("smoke", "mfeat", methods=("naive",), combos="study")
+    assert getattr(getattr(naive, group), name) != expected
+
+
+def test_an_early_stopped_run_is_read_at_the_weights_it_ends_with(toy):
+    (unit,) = ex.Grid.resolve(
+        "smoke", "toy_baselines", methods=("early_stop",), combos="study", epochs=30,
+        axes={"early_stop.patience": [1]}, fixed={"train.lr": 0.5},
+    )  # fmt: skip
+    record = ex.run_unit(unit)
+    assert record.epochs_run < 30  # it stopped
+    assert record.last_metrics == {f"{k}_last": v for k, v in record.metrics.items()}
+    # its history's last epoch is the one it stopped at, not the weights it ends with
+    assert record.best_epoch < record.epochs_run
+
+
 def test_the_se_gate_scales_each_modality_by_the_others():
     cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16, fusion="se_gate")
     net = FusionNet(vector_specs(), 3, cfg)

@@ -39,9 +39,15 @@ def test_each_committed_grid_is_found_whole_or_not_at_all(name):
     chapter's grid; so may one method's runs; a data set may be committed at full before the
     others)."""
     stored = {(p.parts[-3], canonical_json(r["config"])) for p, r in committed()}
+    entry = ex.EXPERIMENTS[name]
     for scale in ("cpu", "full"):
         by_variant: dict[tuple, list[bool]] = {}
-        for u in ex.EXPERIMENTS[name].grid(scale):
+        units = list(entry.search_grid(scale)) if entry.select else []
+        try:
+            units += list(entry.grid(scale))
+        except ex.GridError:  # a search not yet run (at full): its own units are checked
+            assert scale == "full", f"the committed cpu-scale search of {name} is not found"
+        for u in units:
             found = (scale, canonical_json(u.config())) in stored
             by_variant.setdefault((u.dataset, u.variant, u.method), []).append(found)
         for variant, found in by_variant.items():
@@ -280,3 +286,28 @@ def test_a_method_registered_here_trains_in_this_process(toy_dataset, tmp_path):
         gmethods.METHODS.pop("naive_copy")
     assert sorted(res.runs.method) == ["naive", "naive", "naive_copy", "naive_copy"]
     assert "naive_copy" not in gmethods.BUILTIN
+
+
+def test_a_search_chooses_each_groups_best_val_setting_and_the_grid_keeps_it(tmp_path):
+    from gblend.experiments import registry, selection
+
+    entry = registry.Experiment(
+        "search_test", "none", "none", ("naive", "dropout"), "study", datasets="mfeat",
+        axes=(("dropout.rate", (0.5, 0.2)),), select=("dropout.rate",),
+    )  # fmt: skip
+    search = entry.search_grid("smoke")
+    assert search.methods == ("dropout",) and search.seeds == (1000,)
+    with pytest.raises(ex.GridError, match="run the search first"):
+        entry.grid("smoke", results_dir=str(tmp_path))
+    ex.run(search, str(tmp_path), progress=False)
+    table = entry.search("smoke", str(tmp_path))
+    assert table.chosen.sum() == 1
+    best = table.loc[table.val_acc.idxmax()]
+    assert table[table.chosen].candidate.item() == best.candidate or (
+        table.val_acc.nunique() == 1 and table[table.chosen].candidate.item() == "dropout.rate=0.5"
+    )
+    grid = entry.grid("smoke", results_dir=str(tmp_path))
+    kept = [u for u in grid if u.method == "dropout"]
+    assert [u.model.dropout for u in kept] == [float(best.candidate.split("=")[1])]
+    assert [u.method for u in grid].count("naive") == 1  # a method without a search stays
+    assert selection.choice(kept[0]) in grid.only

@@ -1,0 +1,584 @@
+"""Paper Figure 1, Tables 3 and 5: the baselines the paper says do not fix naive fusion, and
+the optimizer comparison.
+
+Every method is compared on the same seeds and splits with naive late fusion and with the best
+uni-modal model (chosen by val), at both epochs of :data:`~gblend.experiments.records
+.SELECTIONS`; the claims are judged on the fixed schedule. A method's knob (a dropout rate, a
+patience, a learning rate) is the one its search chose on val with calibration seeds
+(:mod:`gblend.experiments.selection`): the rows say which. A *setting* is what a table
+compares within (an optimizer of Table 3); a *knob* is what was chosen for a method in it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from gblend.experiments import methods as gmethods
+from gblend.experiments.blending import (
+    COLLAPSE,
+    COLLAPSED,
+    DEGENERATE,
+    _with_weight_health,
+    mean_weights,
+    offline_weight_health,
+)
+from gblend.experiments.grid import Grid
+from gblend.experiments.records import SELECTIONS, metric_column
+from gblend.experiments.stats import (
+    CONTRADICTED,
+    HIGHER,
+    LOWER,
+    NO_DIFFERENCE,
+    NOT_DETECTABLE,
+    ONE_SEED,
+    PARTLY,
+    REPRODUCED,
+    PairedDifference,
+    label,
+    paired_difference,
+)
+from gblend.experiments.table1 import best_unimodal
+from gblend.models import FUSIONS, JOINT, FusionNet, ModelConfig
+
+BEST_UNI = "best uni"
+FIGURE1_ROWS = (
+    BEST_UNI,
+    "naive",
+    "pretrain",
+    "early_stop",
+    "dropout",
+    "mid_concat",
+    "se_gate",
+    "nl_gate",
+)
+TABLE5_ROWS = ("pretrain", "naive", "dropout", "uniform", "uncertainty", "offline")
+TABLE3_ROWS = (BEST_UNI, "naive", "offline")
+# Claim 4's remedies that the paper says stay below the best uni-modal model, and the two it
+# says gain over late concatenation
+STAY_BELOW = ("pretrain", "early_stop", "se_gate", "nl_gate")
+GAIN_OVER_NAIVE = ("dropout", "mid_concat")
+# Claim 12 is about data sets where naive fusion already beats the best single modality
+NOT_APPLICABLE = "does not apply (naive fusion does not beat the best uni-modal model here)"
+# Claim 11: learned weights "end up about naive", judged as an equivalence at this margin
+NAIVE_MARGIN = 1.0  # points
+
+
+def label_of(method: str) -> str:
+    return "best uni-modal" if method == BEST_UNI else gmethods.get(method).label
+
+
+def _parse(variant: str) -> list[tuple[str, str]]:
+    return [tuple(part.split("=", 1)) for part in variant.split(", ") if part]  # type: ignore[misc]
+
+
+def with_setting(runs: pd.DataFrame, select: Sequence[str] = ()) -> pd.DataFrame:
+    """``runs`` with ``setting`` (the swept settings but the selected ones: what a table
+    compares within) and ``knob`` (the selected ones: what a search chose)."""
+    out = runs.copy()
+    parsed = out.variant.map(_parse)
+    out["setting"] = parsed.map(lambda p: ", ".join(f"{k}={v}" for k, v in p if k not in select))
+    out["knob"] = parsed.map(lambda p: ", ".join(f"{k}={v}" for k, v in p if k in select))
+    return out
+
+
+def _accuracy(sub: pd.DataFrame, combo: str, method: str, selection: str) -> pd.Series:
+    """Test accuracy (%) per seed of a method on ``combo`` (the best uni-modal model: chosen
+    by val among the combination's modalities, at the same epoch)."""
+    test = metric_column("test", selection=selection)
+    if method == BEST_UNI:
+        rows = sub[sub.combo == best_unimodal(sub, combo.split("+"), selection)]
+        rows = rows[rows.method == "naive"]
+    else:
+        rows = sub[(sub.combo == combo) & (sub.method == method)]
+    return rows.set_index("seed")[test].sort_index() * 100
+
+
+def _full_combo(sub: pd.DataFrame) -> str:
+    return max(sub[sub.n_modalities > 1].combo.unique(), key=lambda c: c.count("+"))
+
+
+def _difference(a: pd.Series, b: pd.Series) -> tuple[PairedDifference, pd.Series] | None:
+    seeds = a.index.intersection(b.index)
+    if a.empty or b.empty or seeds.empty:
+        return None
+    return paired_difference(a[seeds], b[seeds]), a[seeds] - b[seeds]
+
+
+def compare(
+    runs: pd.DataFrame,
+    methods: Sequence[str],
+    select: Sequence[str] = (),
+    selections: Sequence[str] = tuple(SELECTIONS),
+) -> pd.DataFrame:
+    """Per data set, setting and selection, on the full combination: each method's test
+    accuracy (mean, std, median over seeds), its knob, and its paired difference from naive
+    fusion and from the best uni-modal model (mean, 95% t-interval, direction, and the seeds
+    in which it fell more than :data:`COLLAPSE` points below)."""
+    frame = with_setting(runs, select)
+    rows = []
+    for (dataset, setting), sub in frame.groupby(["dataset", "setting"], sort=False):
+        combo = _full_combo(sub)
+        for selection in selections:
+            acc = {m: _accuracy(sub, combo, m, selection) for m in methods}
+            for method in [m for m in methods if not acc[m].empty]:
+                best = best_unimodal(sub, combo.split("+"), selection)
+                a = acc[method]
+                knob = sub[(sub.method == method) & (sub.combo == combo)].knob
+                row = {
+                    "dataset": dataset,
+                    "setting": setting,
+                    "combo": combo,
+                    "selection": selection,
+                    "method": method,
+                    "knob": knob.iloc[0] if len(knob) else "",
+                    "best_uni": best,
+                    "acc": a.mean(),
+                    "acc_std": a.std(ddof=1) if len(a) > 1 else float("nan"),
+                    "median": a.median(),
+                    "seeds": len(a),
+                }
+                for ref, tag in (("naive", "vs_naive"), (BEST_UNI, "vs_uni")):
+                    if ref not in acc or method in (ref, BEST_UNI):
+                        continue
+                    pair = _difference(a, acc[ref])
+                    if pair is None:
+                        continue
+                    diff, per_seed = pair
+                    row |= {
+                        tag: diff.mean,
+                        f"{tag}_low": diff.low,
+                        f"{tag}_high": diff.high,
+                        f"{tag}_verdict": diff.direction,
+                        f"{tag}_collapsed": int((per_seed < -COLLAPSE).sum()),
+                    }
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def _ci(row, tag: str) -> str:
+    if pd.isna(row.get(tag)):
+        return "—"
+    text = (
+        f"{row[tag]:+.1f} [{row[tag + '_low']:+.1f}, {row[tag + '_high']:+.1f}] "
+        f"{row[tag + '_verdict']}"
+    )
+    collapsed = row.get(tag + "_collapsed")
+    return text + (f"; {int(collapsed)} collapsed" if collapsed else "")
+
+
+def display(comparison: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A comparison as a page table: accuracy mean ± std and median; paired differences with
+    their intervals and collapses; the chosen knob; the paper's number beside (``paper``:
+    ``method`` -> ``v1``, per ``optimizer`` when the table has one)."""
+    rows = []
+    for _, row in comparison.iterrows():
+        name = label_of(row.method) + (f" ({row.best_uni})" if row.method == BEST_UNI else "")
+        out = {
+            "dataset": row.dataset,
+            **({"setting": row.setting} if comparison.setting.any() else {}),
+            "read at": SELECTIONS[row.selection],
+            "method": name,
+            "chosen on val": row.knob or "—",
+            "ours: acc": _pm(row.acc, row.acc_std),
+            "ours: median": f"{row['median']:.1f}",
+            "ours: vs naive": _ci(row, "vs_naive"),
+            "ours: vs best uni": _ci(row, "vs_uni"),
+            "seeds": row.seeds,
+        }
+        if paper is not None:
+            match = paper[paper.method == row.method]
+            if "optimizer" in paper and row.setting:
+                match = match[match.optimizer == dict(_parse(row.setting)).get("train.optimizer")]
+            out["paper: V@1"] = f"{match.v1.iloc[0]:.1f}" if len(match) else "—"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def _claim(dataset: str, number: int, statement: str, parts, evidence: str = "") -> dict:
+    """A claim's row: :func:`stats.label` over ``parts`` ``(name, (difference, per seed),
+    expected direction)``, the evidence naming each difference with its median and the seeds
+    in which it fell more than :data:`COLLAPSE` points below."""
+    present = [(n, x, want) for n, x, want in parts if x is not None]
+    if not present:
+        return {
+            "dataset": dataset,
+            "variant": "",
+            "claim": number,
+            "statement": statement,
+            "verdict": "undetermined (not run)",
+            "evidence": evidence,
+        }
+    verdict = label([(diff, want, "pts") for _, (diff, _), want in present])
+    collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed), _ in present)
+    if collapsed and verdict not in (REPRODUCED, CONTRADICTED, ONE_SEED):
+        # the interval is wide because of those seeds, not for want of seeds
+        seeds = max(len(per_seed) for _, (_, per_seed), _ in present)
+        verdict = f"{COLLAPSED} in {collapsed} of {seeds} seeds"
+    described = []
+    for name, (diff, per_seed), want in present:
+        text = (
+            f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] "
+            f"({diff.direction}, expected {want}; median {per_seed.median():+.1f}"
+        )
+        collapsed = int((per_seed < -COLLAPSE).sum())
+        if collapsed:
+            text += f"; more than {COLLAPSE:g} pts below in {collapsed} of {len(per_seed)} seeds"
+        described.append(text + ")")
+    return {
+        "dataset": dataset,
+        "variant": "",
+        "claim": number,
+        "statement": statement,
+        "verdict": verdict,
+        "evidence": "; ".join([*described, *([evidence] if evidence else [])]),
+    }
+
+
+def _gap_note(sub: pd.DataFrame, combo: str) -> str:
+    """Whether naive fusion is below the best uni-modal model here: claim 4 presupposes it."""
+    naive, uni = (_accuracy(sub, combo, m, "last") for m in ("naive", BEST_UNI))
+    pair = _difference(naive, uni)
+    if pair is None:
+        return ""
+    diff, _ = pair
+    where = {LOWER: "below", HIGHER: "above", NO_DIFFERENCE: "not detectably apart from"}
+    return (
+        f"here naive fusion is {where[diff.direction]} the best uni-modal model "
+        f"({diff.mean:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}])"
+        + ("" if diff.direction == LOWER else ": there is no gap for a remedy to close")
+    )
+
+
+def figure1_claims(runs: pd.DataFrame, select: Sequence[str] = ()) -> pd.DataFrame:
+    """Claim 4, per data set on its full combination and the fixed schedule: pre-training,
+    early stopping, the SE gate and the NL gate stay below the best uni-modal model
+    (each difference expected lower), while dropout and mid-level concatenation gain over
+    late concatenation (expected higher); :func:`stats.label` over the six parts. The
+    evidence says whether naive fusion is below the best uni-modal model there at all."""
+    frame = with_setting(runs, select)
+    rows = []
+    for dataset, sub in frame.groupby("dataset", sort=False):
+        combo = _full_combo(sub)
+        acc = {m: _accuracy(sub, combo, m, "last") for m in FIGURE1_ROWS}
+        parts = [(f"{m} − best uni", _difference(acc[m], acc[BEST_UNI]), LOWER) for m in STAY_BELOW]
+        parts += [
+            (f"{m} − naive", _difference(acc[m], acc["naive"]), HIGHER) for m in GAIN_OVER_NAIVE
+        ]
+        rows.append(
+            _claim(
+                dataset,
+                4,
+                "standard remedies and fusions do not close the gap: pre-training, early "
+                "stopping, SE and NL gates stay below the best uni-modal model; dropout and "
+                "mid-level concatenation gain over late concatenation",
+                parts,
+                _gap_note(sub, combo),
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def mid_fusion_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
+    """Claim 15 (mid fusion half), per data set: offline G-Blend on the mid-fusion model beats
+    naive mid fusion (expected higher), with the share of policy fallbacks among its weights
+    (mostly fallbacks: a degenerate estimate)."""
+    rows = []
+    for dataset, sub in runs.groupby("dataset", sort=False):
+        combo = _full_combo(sub)
+        pair = _difference(
+            _accuracy(sub, combo, "offline", "last"), _accuracy(sub, combo, "mid_concat", "last")
+        )
+        row = _claim(
+            dataset,
+            15,
+            "G-Blend improves mid-level fusion",
+            [("G-Blend on mid fusion − naive mid fusion", pair, HIGHER)],
+        )
+        health = offline_weight_health(weights[weights.dataset == dataset], combo)
+        rows.append(_with_weight_health(row, *health))
+    return pd.DataFrame(rows)
+
+
+def equivalent(diff: PairedDifference, margin: float) -> str:
+    """Two-sided equivalence at ``margin``: *reproduced* when the interval lies within
+    ±margin, *contradicted* when it lies wholly outside it, else *not detectable*."""
+    if diff.n < 2:
+        return ONE_SEED
+    if -margin <= diff.low and diff.high <= margin:
+        return REPRODUCED
+    if diff.low > margin or diff.high < -margin:
+        return CONTRADICTED
+    return f"{NOT_DETECTABLE} (these seeds detect about ±{(diff.high - diff.low) / 2:.2g} pts)"
+
+
+def learned_weight_drift(learned: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """Claim 11's second half, per run of the learned-weights baseline: the head its learned
+    weight favours at the last epoch, and the head with the lowest loss on the train subset
+    T' then (the paper: the weights drift to it, the fused head)."""
+    rows = []
+    for (dataset, seed), w in learned.groupby(["dataset", "seed"], sort=False):
+        last = w[w.epoch == w.epoch.max()].set_index("head").weight
+        mine = (history.dataset == dataset) & (history.seed == seed)
+        h = history[mine & (history.method == "uncertainty") & (history.split == "train_subset")]
+        h = h[h.epoch == h.epoch.max()].set_index("head").loss
+        rows.append(
+            {
+                "dataset": dataset,
+                "seed": seed,
+                "favoured": last.idxmax(),
+                "favoured_weight": last.max(),
+                "lowest_train_loss": h.idxmin() if len(h) else "",
+                "joint_weight": last.get(JOINT, np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def table5_claims(
+    runs: pd.DataFrame, weights: pd.DataFrame, drift: pd.DataFrame, select: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Claims 11 and 12 per data set, on the full combination and the fixed schedule.
+
+    11: learned uncertainty weights end up about naive (the paired difference within
+    ±:data:`NAIVE_MARGIN` points, :func:`equivalent`) and favour the head with the lowest
+    train loss (in every seed); *reproduced* when both hold, *partly* when one does.
+    12: where naive fusion already beats the best uni-modal model (detectably), G-Blend
+    still improves on naive (expected higher); elsewhere the claim does not apply.
+    """
+    frame = with_setting(runs, select)
+    rows = []
+    for dataset, sub in frame.groupby("dataset", sort=False):
+        combo = _full_combo(sub)
+        acc = {
+            m: _accuracy(sub, combo, m, "last")
+            for m in ("naive", "uncertainty", "offline", BEST_UNI)
+        }
+        pair = _difference(acc["uncertainty"], acc["naive"])
+        d = drift[drift.dataset == dataset]
+        statement = (
+            "learned (uncertainty) weights end up about naive and favour the head with the "
+            "lowest train loss"
+        )
+        if pair is None or d.empty:
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "variant": "",
+                    "claim": 11,
+                    "statement": statement,
+                    "verdict": "undetermined (not run)",
+                    "evidence": "",
+                }
+            )
+        else:
+            diff, per_seed = pair
+            near = equivalent(diff, NAIVE_MARGIN)
+            drifts = int((d.favoured == d.lowest_train_loss).sum())
+            holds = [near == REPRODUCED, drifts == len(d)]
+            if near == ONE_SEED:
+                verdict = ONE_SEED
+            elif all(holds):
+                verdict = REPRODUCED
+            elif any(holds):
+                verdict = PARTLY
+            else:  # neither holds: contradicted, or the equivalence is not detectable
+                verdict = near
+            favoured = ", ".join(f"{h} in {n}" for h, n in d.favoured.value_counts().items())
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "variant": "",
+                    "claim": 11,
+                    "statement": statement,
+                    "verdict": verdict,
+                    "evidence": (
+                        f"learned − naive {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] "
+                        f"(median {per_seed.median():+.1f}; within ±{NAIVE_MARGIN:g}: {near}); "
+                        f"the largest learned weight at the last epoch is on {favoured} of "
+                        f"{len(d)} seeds, the lowest train loss's head in {drifts}; mean "
+                        f"fused-head weight {d.joint_weight.mean():.2f}"
+                    ),
+                }
+            )
+        gap = _difference(acc["naive"], acc[BEST_UNI])
+        statement = "G-Blend helps even where naive fusion already beats the best uni-modal model"
+        if gap is not None and gap[0].direction == HIGHER:
+            row = _claim(
+                dataset,
+                12,
+                statement,
+                [("G-Blend − naive", _difference(acc["offline"], acc["naive"]), HIGHER)],
+                f"naive − best uni {gap[0].mean:+.1f} [{gap[0].low:+.1f}, {gap[0].high:+.1f}]",
+            )
+            health = offline_weight_health(weights[weights.dataset == dataset], combo)
+            rows.append(_with_weight_health(row, *health))
+        else:
+            said = (
+                ""
+                if gap is None
+                else f" {gap[0].mean:+.1f} [{gap[0].low:+.1f}, {gap[0].high:+.1f}]"
+            )
+            one_seed = gap is not None and gap[0].n < 2
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "variant": "",
+                    "claim": 12,
+                    "statement": statement,
+                    "verdict": ONE_SEED if one_seed else NOT_APPLICABLE,
+                    "evidence": f"naive − best uni{said}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def table5_weights(weights: pd.DataFrame) -> pd.DataFrame:
+    """G-Blend's offline weights per data set on its full combination (mean ± std over
+    seeds), with the count of policy fallbacks, as the paper's Table 5 prints its weights."""
+    mw = mean_weights(weights)
+    full = mw.groupby("dataset").combo.transform(lambda c: max(c, key=lambda x: x.count("+")))
+    mw = mw[mw.combo == full]
+    return pd.DataFrame(
+        {
+            "dataset": mw.dataset,
+            "combo": mw.combo,
+            "head": mw["head"],
+            "weight": [_pm(m, s) for m, s in zip(mw.weight, mw.weight_std, strict=True)],
+            "fallbacks": mw.fallbacks.astype(int),
+            "seeds": mw.seeds,
+        }
+    ).reset_index(drop=True)
+
+
+OPTIMIZER = "train.optimizer"
+
+
+def table3_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
+    """Claim 14 per data set, on the full combination and the fixed schedule, each method at
+    the learning rate its search chose: under AdaGrad and under Adam, G-Blend beats the best
+    uni-modal model and naive fusion (expected higher); SGD's G-Blend beats theirs (higher);
+    naive fusion's gap to the best uni-modal model is larger under each than under SGD
+    (the paired difference of the gaps, expected lower). :func:`stats.label` over the parts."""
+    frame = with_setting(runs, ("train.lr",))
+    rows = []
+    for dataset, sub in frame.groupby("dataset", sort=False):
+        combo = _full_combo(sub)
+        by_opt = {dict(_parse(s)).get(OPTIMIZER, "sgd"): g for s, g in sub.groupby("setting")}
+        acc = {
+            (o, m): _accuracy(g, combo, m, "last") for o, g in by_opt.items() for m in TABLE3_ROWS
+        }
+        parts = []
+        sgd_gap = acc["sgd", "naive"] - acc["sgd", BEST_UNI]
+        for opt in ("adagrad", "adam"):
+            if (opt, "offline") not in acc:
+                continue
+            gblend, naive, uni = acc[opt, "offline"], acc[opt, "naive"], acc[opt, BEST_UNI]
+            parts += [
+                (f"{opt}: G-Blend − best uni", _difference(gblend, uni), HIGHER),
+                (f"{opt}: G-Blend − naive", _difference(gblend, naive), HIGHER),
+                (f"SGD's G-Blend − {opt}'s", _difference(acc["sgd", "offline"], gblend), HIGHER),
+                (f"{opt}'s naive gap − SGD's", _difference(naive - uni, sgd_gap), LOWER),
+            ]
+        row = _claim(
+            dataset,
+            14,
+            "G-Blend beats the best uni-modal model and naive fusion under AdaGrad and Adam; "
+            "SGD gives the best G-Blend; naive fusion's gap is larger under the adaptive "
+            "optimizers",
+            parts,
+        )
+        w = weights[weights.dataset == dataset]
+        fell = w[(w.method == "offline") & (w["head"] != JOINT)].fallbacks.astype(bool)
+        if len(fell) and fell.mean() > 0.5:
+            row = {**row, "verdict": DEGENERATE}
+        if len(fell):
+            row["evidence"] += (
+                f"; offline weights over the optimizers: {int(fell.sum())} of {len(fell)} "
+                "modality-head estimates are fallbacks"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def optimizer_weights(weights: pd.DataFrame) -> pd.DataFrame:
+    """Offline G-Blend's weights per data set and optimizer (mean ± std over seeds): the
+    weights derived for SGD, estimated under each optimizer."""
+    w = weights[(weights.method == "offline") & (weights.super_epoch == 0)]
+    w = w.assign(optimizer=w.optimizer.fillna("sgd"))
+    full = w.groupby("dataset").combo.transform(lambda c: max(c, key=lambda x: x.count("+")))
+    w = w[w.combo == full]
+    out = w.groupby(["dataset", "optimizer", "head"], sort=False).weight.agg(["mean", "std"])
+    out["weight"] = [_pm(m * 100, s * 100) for m, s in zip(out["mean"], out["std"], strict=True)]
+    wide = out.weight.unstack("head").reset_index()
+    wide.columns.name = None
+    return wide
+
+
+def findings(comparison: pd.DataFrame, methods: Sequence[str]) -> dict[str, str]:
+    """One sentence per data set and setting on the fixed schedule: naive fusion against the
+    best uni-modal model, then each method against both, and which methods are detectably
+    above naive fusion without being detectably below the best uni-modal model (they close
+    the gap, where there is one)."""
+    out = {}
+    part = comparison[comparison.selection == "last"]
+    for (dataset, setting), rows in part.groupby(["dataset", "setting"], sort=False):
+        by = rows.set_index("method")
+        where = dataset + (f" ({setting})" if setting else "")
+        naive = by.loc["naive"]
+        said = [
+            f"**{where}**: naive fusion {naive.acc:.1f}%, {naive.vs_uni:+.1f} "
+            f"[{naive.vs_uni_low:+.1f}, {naive.vs_uni_high:+.1f}] against the best uni-modal "
+            f"model ({naive.best_uni}, {by.loc[BEST_UNI].acc:.1f}%)"
+        ]
+        closing = []
+        for method in [m for m in methods if m in by.index and m not in ("naive", BEST_UNI)]:
+            r = by.loc[method]
+            said.append(
+                f"{label_of(method)} {r.vs_naive:+.1f} [{r.vs_naive_low:+.1f}, "
+                f"{r.vs_naive_high:+.1f}] over naive, {r.vs_uni:+.1f} [{r.vs_uni_low:+.1f}, "
+                f"{r.vs_uni_high:+.1f}] over best uni"
+                + (f" ({int(r.vs_naive_collapsed)} collapsed)" if r.vs_naive_collapsed else "")
+            )
+            if r.vs_naive_verdict == HIGHER and r.vs_uni_verdict != LOWER:
+                closing.append(label_of(method))
+        said.append(
+            "detectably above naive fusion and not detectably below the best uni-modal model: "
+            + (", ".join(closing) if closing else "none")
+        )
+        values = "_".join(v for _, v in _parse(setting))  # a glue name: letters, digits, _
+        out[re.sub(r"\W", "_", f"{dataset}_{values}".rstrip("_"))] = "; ".join(said) + "."
+    return out
+
+
+def fusion_parameters(grid: Grid) -> pd.DataFrame:
+    """Parameters of the naive network of each fusion on each data set's full combination in
+    ``grid``, and their change from late concatenation (the paper: mid-concat has 37% fewer)."""
+    from gblend.experiments.runner import load_unit_data
+
+    rows = []
+    for dataset in grid.datasets:
+        unit = max((u for u in grid if u.dataset == dataset), key=lambda u: len(u.modalities))
+        data = load_unit_data(unit)
+        counts = {}
+        for fusion in FUSIONS:
+            net = FusionNet(data.specs, data.n_classes, ModelConfig(fusion=fusion))
+            counts[fusion] = sum(p.numel() for p in net.parameters())
+        for fusion, count in counts.items():
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "combo": unit.combo,
+                    "fusion": fusion,
+                    "parameters": count,
+                    "vs late concat": f"{count / counts['late'] - 1:+.0%}",
+                }
+            )
+    return pd.DataFrame(rows)
