@@ -43,7 +43,7 @@ def _keyed(group: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in unless or unless[k] != v}
 
 
-COMBO_RULES = ("all", "unimodal+study", "study")
+COMBO_RULES = ("all", "unimodal+study", "unimodal+pair", "study")
 # How swept settings combine: every combination, or each axis varied alone from the others'
 # first value (a sensitivity analysis around one reference setting)
 SWEEPS = ("product", "one_at_a_time")
@@ -176,7 +176,8 @@ def data_knobs(dataset: str, scale: Scale) -> dict[str, Any]:
 
 
 def combos(modalities: Sequence[str], rule: str) -> list[tuple[str, ...]]:
-    """Modality subsets by rule: every subset, the singles and the whole set, the whole set,
+    """Modality subsets by rule: every subset, the singles and the whole set, the first two
+    modalities and their pair (on the synthetic set the paper's audio + RGB), the whole set,
     or the subsets a comma-separated list names (``"audio,rgb,audio+rgb"``)."""
     every = [
         c for r in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, r)
@@ -185,6 +186,10 @@ def combos(modalities: Sequence[str], rule: str) -> list[tuple[str, ...]]:
         return every
     if rule == "unimodal+study":
         return [c for c in every if len(c) in (1, len(modalities))]
+    if rule == "unimodal+pair":
+        return [
+            c for c in every if c in ((modalities[0],), (modalities[1],), tuple(modalities[:2]))
+        ]
     if rule == "study":
         return [tuple(modalities)]
     named = [tuple(c.strip().split("+")) for c in rule.split(",") if c.strip()]
