@@ -302,8 +302,13 @@ def mid_fusion_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame
             "G-Blend improves mid-level fusion",
             [("G-Blend on mid fusion − naive mid fusion", pair, HIGHER)],
         )
-        health = offline_weight_health(weights[weights.dataset == dataset], combo)
-        rows.append(_with_weight_health(row, *health))
+        mine = weights[(weights.dataset == dataset) & (weights.method == "offline")]
+        joint = mine[(mine["head"] == JOINT) & (mine.super_epoch == 0)].weight
+        if len(joint):  # a starved fused head is the collapse's mechanism (estimator page)
+            row["evidence"] += (
+                f"; fused-head weight {joint.min():.2f}–{joint.max():.2f} (mean {joint.mean():.2f})"
+            )
+        rows.append(_with_weight_health(row, *offline_weight_health(mine, combo)))
     return pd.DataFrame(rows)
 
 
