@@ -127,7 +127,9 @@ def compare(
             for method in [m for m in methods if not acc[m].empty]:
                 best = best_unimodal(sub, combo.split("+"), selection)
                 a = acc[method]
-                knob = sub[(sub.method == method) & (sub.combo == combo)].knob
+                # the best uni-modal model's knob is its naive single-modality run's
+                own = ("naive", best) if method == BEST_UNI else (method, combo)
+                knob = sub[(sub.method == own[0]) & (sub.combo == own[1])].knob
                 row = {
                     "dataset": dataset,
                     "setting": setting,
@@ -456,7 +458,9 @@ def table5_weights(weights: pd.DataFrame) -> pd.DataFrame:
             "dataset": mw.dataset,
             "combo": mw.combo,
             "head": mw["head"],
-            "weight": [_pm(m, s) for m, s in zip(mw.weight, mw.weight_std, strict=True)],
+            "weight %": [
+                _pm(m * 100, s * 100) for m, s in zip(mw.weight, mw.weight_std, strict=True)
+            ],
             "fallbacks": mw.fallbacks.astype(int),
             "seeds": mw.seeds,
         }
@@ -500,14 +504,18 @@ def table3_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
             "optimizers",
             parts,
         )
-        w = weights[weights.dataset == dataset]
-        fell = w[(w.method == "offline") & (w["head"] != JOINT)].fallbacks.astype(bool)
+        w = weights[(weights.dataset == dataset) & (weights.method == "offline")]
+        w = w[(w.combo == combo) & (w["head"] != JOINT)]
+        fell = w.fallbacks.astype(bool)
         if len(fell) and fell.mean() > 0.5:
             row = {**row, "verdict": DEGENERATE}
         if len(fell):
+            per = fell.groupby(w.optimizer, sort=False).agg(["sum", "size"])
             row["evidence"] += (
-                f"; offline weights over the optimizers: {int(fell.sum())} of {len(fell)} "
-                "modality-head estimates are fallbacks"
+                f"; offline weights: {int(fell.sum())} of {len(fell)} modality-head estimates "
+                "are fallbacks ("
+                + ", ".join(f"{o} {int(r['sum'])} of {int(r['size'])}" for o, r in per.iterrows())
+                + ")"
             )
         rows.append(row)
     return pd.DataFrame(rows)
