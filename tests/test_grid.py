@@ -18,8 +18,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def committed():
+    stores = {method.store for method in gmethods.METHODS.values()}
     for path in sorted(RESULTS.glob("*/*/*/*.json")):
-        if path.parts[-4] in ("table1", "gblend"):
+        if path.parts[-4] in stores:
             yield path, json.loads(path.read_text())
 
 
