@@ -467,9 +467,13 @@ def method_bars(comparison: pd.DataFrame, labels: dict[str, str], selection: str
             label="best uni + 95% CI of the paired difference",
         )
         ax.axvline(uni, color="tab:blue", linestyle=":", linewidth=1)
+        # a knob as "rate=0.8", without its method's (or train.) prefix
+        knobs = [
+            ", ".join(p.split(".", 1)[-1] for p in k.split(", ")) if k else "" for k in sub.knob
+        ]
         names = [
             labels.get(m, m) + (f" ({k})" if k else "")
-            for m, k in zip(sub.method, sub.knob, strict=True)
+            for m, k in zip(sub.method, knobs, strict=True)
         ]
         ax.set_yticks(list(y), names, fontsize=8)
         ax.invert_yaxis()

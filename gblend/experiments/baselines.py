@@ -71,6 +71,22 @@ def label_of(method: str) -> str:
     return "best uni-modal" if method == BEST_UNI else gmethods.get(method).label
 
 
+# Bar labels of the figures (the tables use the methods' labels)
+SHORT_LABELS = {
+    BEST_UNI: "best uni-modal",
+    "naive": "late concat (naive)",
+    "pretrain": "pre-training",
+    "early_stop": "early stopping",
+    "dropout": "dropout",
+    "mid_concat": "mid concat",
+    "se_gate": "SE gate",
+    "nl_gate": "NL gate",
+    "uniform": "equal weights",
+    "uncertainty": "learned weights",
+    "offline": "G-Blend (offline)",
+}
+
+
 def _parse(variant: str) -> list[tuple[str, str]]:
     return [tuple(part.split("=", 1)) for part in variant.split(", ") if part]  # type: ignore[misc]
 

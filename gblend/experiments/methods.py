@@ -418,6 +418,15 @@ register(
     )
 )
 register(Method("online", "online G-Blend", _online, OnlineParams, cost=3.0))
+register(
+    Method(
+        "online_probed",
+        "online G-Blend, probed per super-epoch (Fig. 5b)",
+        _online_probed,
+        OnlineParams,
+        cost=4.5,
+    )
+)
 # The paper's Figure 1 baselines that are naive training with one setting changed: an
 # overfitting remedy (dropout at the concatenation, early stopping) or another fusion
 register(
@@ -447,14 +456,14 @@ register(
         cost=0.7,
     )
 )
-for _fusion, _label in (
-    ("mid", "mid-level concatenation"),
-    ("se_gate", "SE-gate fusion"),
-    ("nl_gate", "NL-gate (attention) fusion"),
+for _name, _fusion, _label in (
+    ("mid_concat", "mid", "mid-level concatenation"),
+    ("se_gate", "se_gate", "SE-gate fusion"),
+    ("nl_gate", "nl_gate", "NL-gate (attention) fusion"),
 ):
     register(
         Method(
-            _fusion if _fusion != "mid" else "mid_concat",
+            _name,
             _label,
             _plain,
             store="baselines",
@@ -466,15 +475,6 @@ for _fusion, _label in (
             ),
         )
     )
-register(
-    Method(
-        "online_probed",
-        "online G-Blend, probed per super-epoch (Fig. 5b)",
-        _online_probed,
-        OnlineParams,
-        cost=4.5,
-    )
-)
 
 # gblend's own methods, known to every worker process; one registered later (e.g. in a
 # notebook) exists only where it was registered, so the runner trains it in that process
