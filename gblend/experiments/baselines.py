@@ -22,12 +22,15 @@ from gblend.experiments.blending import (
     COLLAPSE,
     COLLAPSED,
     DEGENERATE,
+    _ci,
+    _pm,
     _with_weight_health,
     mean_weights,
     offline_weight_health,
 )
 from gblend.experiments.grid import Grid
 from gblend.experiments.records import SELECTIONS, metric_column
+from gblend.experiments.registry import EXPERIMENTS
 from gblend.experiments.stats import (
     CONTRADICTED,
     HIGHER,
@@ -45,18 +48,10 @@ from gblend.experiments.table1 import best_unimodal
 from gblend.models import FUSIONS, JOINT, FusionNet, ModelConfig
 
 BEST_UNI = "best uni"
-FIGURE1_ROWS = (
-    BEST_UNI,
-    "naive",
-    "pretrain",
-    "early_stop",
-    "dropout",
-    "mid_concat",
-    "se_gate",
-    "nl_gate",
-)
-TABLE5_ROWS = ("pretrain", "naive", "dropout", "uniform", "uncertainty", "offline")
-TABLE3_ROWS = (BEST_UNI, "naive", "offline")
+# The rows of each page: the experiment's methods (the registry's), the best uni-modal first
+FIGURE1_ROWS = (BEST_UNI, *EXPERIMENTS["figure1"].methods)
+TABLE5_ROWS = EXPERIMENTS["table5"].methods
+TABLE3_ROWS = (BEST_UNI, *EXPERIMENTS["table3"].methods)
 # Claim 4's remedies that the paper says stay below the best uni-modal model, and the two it
 # says gain over late concatenation
 STAY_BELOW = ("pretrain", "early_stop", "se_gate", "nl_gate")
@@ -175,21 +170,6 @@ def compare(
                     }
                 rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
-
-
-def _ci(row, tag: str) -> str:
-    if pd.isna(row.get(tag)):
-        return "—"
-    text = (
-        f"{row[tag]:+.1f} [{row[tag + '_low']:+.1f}, {row[tag + '_high']:+.1f}] "
-        f"{row[tag + '_verdict']}"
-    )
-    collapsed = row.get(tag + "_collapsed")
-    return text + (f"; {int(collapsed)} collapsed" if collapsed else "")
 
 
 def display(comparison: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:

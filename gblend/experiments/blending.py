@@ -124,12 +124,16 @@ def _pm(mean: float, std: float) -> str:
 
 
 def _ci(row, tag: str) -> str:
+    """A paired difference as a table cell: mean [interval] direction, and the seeds that
+    collapsed when the row counts them (``<tag>_collapsed``)."""
     if pd.isna(row.get(tag)):
         return "—"
-    return (
+    text = (
         f"{row[tag]:+.1f} [{row[tag + '_low']:+.1f}, {row[tag + '_high']:+.1f}] "
         f"{row[tag + '_verdict']}"
     )
+    collapsed = row.get(tag + "_collapsed")
+    return text + (f"; {int(collapsed)} collapsed" if collapsed else "")
 
 
 def strongest_methods(
