@@ -383,18 +383,18 @@ def test_claim9_on_online_weights_that_are_mostly_fallbacks_is_a_degenerate_esti
 
 
 def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
-    from gblend.experiments.blending import _claim_row
+    from gblend.experiments.blending import claim_row
 
     def part(per_seed):
         per_seed = pd.Series(per_seed, dtype=float)
         return paired_difference(per_seed, [0.0] * len(per_seed)), per_seed
 
-    collapsed = _claim_row("d", 5, "s", [("vs naive", part([0.5, 0.2, -40.0, 0.1, 0.3]))])
+    collapsed = claim_row("d", 5, "s", [("vs naive", part([0.5, 0.2, -40.0, 0.1, 0.3]), "higher")])
     assert collapsed["verdict"] == "collapses in 1 of 5 seeds"
     assert "median +0.2; more than 10 pts below in 1 of 5 seeds" in collapsed["evidence"]
-    small = _claim_row("d", 5, "s", [("vs naive", part([0.5, -0.2, -1.0, 0.1, 0.3]))])
+    small = claim_row("d", 5, "s", [("vs naive", part([0.5, -0.2, -1.0, 0.1, 0.3]), "higher")])
     assert small["verdict"].startswith("not detectable")
-    held = _claim_row("d", 5, "s", [("vs naive", part([2.0, 2.5, 1.8, 2.2, 2.1]))])
+    held = claim_row("d", 5, "s", [("vs naive", part([2.0, 2.5, 1.8, 2.2, 2.1]), "higher")])
     assert held["verdict"] == "reproduced" and "more than" not in held["evidence"]
 
 

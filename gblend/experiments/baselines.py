@@ -20,11 +20,11 @@ import pandas as pd
 from gblend.experiments import methods as gmethods
 from gblend.experiments.blending import (
     COLLAPSE,
-    COLLAPSED,
     DEGENERATE,
     _ci,
     _pm,
     _with_weight_health,
+    claim_row,
     mean_weights,
     offline_weight_health,
 )
@@ -41,7 +41,6 @@ from gblend.experiments.stats import (
     PARTLY,
     REPRODUCED,
     PairedDifference,
-    label,
     paired_difference,
 )
 from gblend.experiments.table1 import best_unimodal
@@ -201,43 +200,8 @@ def display(comparison: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.D
 
 
 def _claim(dataset: str, number: int, statement: str, parts, evidence: str = "") -> dict:
-    """A claim's row: :func:`stats.label` over ``parts`` ``(name, (difference, per seed),
-    expected direction)``, the evidence naming each difference with its median and the seeds
-    in which it fell more than :data:`COLLAPSE` points below."""
-    present = [(n, x, want) for n, x, want in parts if x is not None]
-    if not present:
-        return {
-            "dataset": dataset,
-            "variant": "",
-            "claim": number,
-            "statement": statement,
-            "verdict": "undetermined (not run)",
-            "evidence": evidence,
-        }
-    verdict = label([(diff, want, "pts") for _, (diff, _), want in present])
-    collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed), _ in present)
-    if collapsed and verdict not in (REPRODUCED, CONTRADICTED, ONE_SEED):
-        # the interval is wide because of those seeds, not for want of seeds
-        seeds = max(len(per_seed) for _, (_, per_seed), _ in present)
-        verdict = f"{COLLAPSED} in {collapsed} of {seeds} seeds"
-    described = []
-    for name, (diff, per_seed), want in present:
-        text = (
-            f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] "
-            f"({diff.direction}, expected {want}; median {per_seed.median():+.1f}"
-        )
-        collapsed = int((per_seed < -COLLAPSE).sum())
-        if collapsed:
-            text += f"; more than {COLLAPSE:g} pts below in {collapsed} of {len(per_seed)} seeds"
-        described.append(text + ")")
-    return {
-        "dataset": dataset,
-        "variant": "",
-        "claim": number,
-        "statement": statement,
-        "verdict": verdict,
-        "evidence": "; ".join([*described, *([evidence] if evidence else [])]),
-    }
+    """:func:`~gblend.experiments.blending.claim_row` for a page without swept settings."""
+    return {"variant": "", **claim_row(dataset, number, statement, parts, evidence)}
 
 
 def _gap_note(sub: pd.DataFrame, combo: str) -> str:

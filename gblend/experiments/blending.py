@@ -270,11 +270,11 @@ def _paired(sub: pd.DataFrame, combo: str, a: str, b: str):
     return paired_difference(per_method[a][seeds], per_method[b][seeds]), per_seed
 
 
-def _describe(name: str, paired) -> str:
+def _describe(name: str, paired, want: str) -> str:
     diff, per_seed = paired
     text = (
-        f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] ({diff.direction}; "
-        f"median {per_seed.median():+.1f}"
+        f"{name} {diff.mean:+.1f} pts [{diff.low:+.1f}, {diff.high:+.1f}] ({diff.direction}, "
+        f"expected {want}; median {per_seed.median():+.1f}"
     )
     collapsed = int((per_seed < -COLLAPSE).sum())
     if collapsed:
@@ -282,25 +282,28 @@ def _describe(name: str, paired) -> str:
     return text + ")"
 
 
-def _claim_row(dataset: str, number: int, statement: str, parts) -> dict:
-    """A claim holds where every listed paired difference is "higher" (:func:`stats.label`);
-    one that neither holds nor is contradicted while the method collapsed in some seed is
-    labelled a collapse: its interval is wide because of that seed, not for want of seeds."""
-    present = [(n, x) for n, x in parts if x is not None]
+def claim_row(dataset: str, number: int, statement: str, parts, evidence: str = "") -> dict:
+    """A claim's row from ``parts`` ``(name, (paired difference, per seed) or None, the
+    direction the claim expects)``: :func:`stats.label` over the parts that were run; one that
+    neither holds nor is contradicted while the method collapsed in some seed is labelled a
+    collapse (its interval is wide because of that seed, not for want of seeds). The evidence
+    names each difference with its median and collapses, then ``evidence``."""
+    present = [(n, x, want) for n, x, want in parts if x is not None]
     if not present:
         verdict = "undetermined (not run)"
     else:
-        verdict = label([(diff, HIGHER, "pts") for _, (diff, _) in present])
-        collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed) in present)
-        seeds = max(len(per_seed) for _, (_, per_seed) in present)
+        verdict = label([(diff, want, "pts") for _, (diff, _), want in present])
+        collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed), _ in present)
+        seeds = max(len(per_seed) for _, (_, per_seed), _ in present)
         if collapsed and verdict not in (REPRODUCED, CONTRADICTED, ONE_SEED):
             verdict = f"{COLLAPSED} in {collapsed} of {seeds} seeds"
+    described = [_describe(n, x, want) for n, x, want in present]
     return {
         "dataset": dataset,
         "claim": number,
         "statement": statement,
         "verdict": verdict,
-        "evidence": "; ".join(_describe(n, x) for n, x in present),
+        "evidence": "; ".join([*described, *([evidence] if evidence else [])]),
     }
 
 
@@ -323,7 +326,8 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
         health = offline_weight_health(setting, combo)
 
         def claim(number, statement, parts, dataset=dataset, variant=variant, health=health):
-            row = _with_weight_health(_claim_row(dataset, number, statement, parts), *health)
+            parts = [(name, pair, HIGHER) for name, pair in parts]
+            row = _with_weight_health(claim_row(dataset, number, statement, parts), *health)
             rows.append({"dataset": dataset, "variant": variant, **row})
 
         claim(
