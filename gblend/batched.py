@@ -37,7 +37,13 @@ from torch.nn import functional as F
 
 from gblend import loop
 from gblend.loop import EVAL_SPLITS
-from gblend.train import TrainConfig, resolve_device
+from gblend.train import (
+    CLASS_SPLITS,
+    ClassAccuracy,
+    TrainConfig,
+    class_accuracy,
+    resolve_device,
+)
 
 
 @dataclass
@@ -306,7 +312,8 @@ class BatchedTrainer:
     each). Run r is the run of ``Trainer(replace(config, seed=seeds[r], lr=lrs[r]))``
     (``run_configs_``). After ``fit``: ``models_``, ``histories_``, ``best_epochs_``,
     ``epochs_run_``, ``loss_weights_`` (lists, one entry per run), ``train_seconds_``,
-    ``seconds_`` and ``device_``.
+    ``seconds_`` and ``device_``; ``class_accuracy(r)`` measures run r's classes as
+    :meth:`Trainer.class_accuracy <gblend.train.Trainer.class_accuracy>` does.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -346,12 +353,27 @@ class BatchedTrainer:
         execution.set_loss_weights(models, runs)
         self.train_seconds_ = loop.train(runs, execution, cfg.epochs, progress=cfg.progress)
         self.models_ = []
+        # the last epoch's weights, beside the restored best ones, for class_accuracy
+        self._last_states = [
+            copy.deepcopy(execution.final_state(r, False)) if cfg.restore_best else None
+            for r in range(n_runs)
+        ]
         for r, model in enumerate(models):
             model.load_state_dict(execution.final_state(r, cfg.restore_best))
             self.models_.append(model)
+        self._data, self._eval_index = list(data), [r.eval_index for r in runs]
         self.histories_ = [r.history for r in runs]
         self.best_epochs_ = [r.best_epoch for r in runs]
         self.epochs_run_ = [r.epochs_run for r in runs]
         self.loss_weights_ = [r.loss_weights for r in runs]
         self.seconds_ = time.perf_counter() - started
         return self
+
+    def class_accuracy(self, run: int, splits: Sequence[str] = CLASS_SPLITS) -> ClassAccuracy:
+        """Run ``run``'s per-head accuracy of each class on ``splits``, on the host
+        (:func:`gblend.train.class_accuracy`)."""
+        data = self._data[run]
+        return class_accuracy(
+            self.models_[run], data.x, data.y, self._eval_index[run], splits,
+            self._last_states[run], self.config.eval_batch_size,
+        )  # fmt: skip

@@ -38,7 +38,9 @@ __all__ = [
     "TRAIN_SUBSET",
     "TrainConfig",
     "Trainer",
+    "class_accuracy",
     "evaluate",
+    "evaluate_per_class",
     "evaluate_per_sample",
     "make_optimizer",
     "resolve_device",
@@ -145,13 +147,69 @@ def evaluate_per_sample(
     return {head: np.concatenate(values) for head, values in parts.items()}
 
 
+# The splits whose per-class accuracy a finished run reports (val to choose or describe, test
+# to report), at the last epoch and at the best val epoch
+CLASS_SPLITS = ("val", "test")
+
+# selection -> split -> head -> accuracy of each class (None: the split has no sample of it)
+ClassAccuracy = dict[str, dict[str, dict[str, list[float | None]]]]
+
+
+def evaluate_per_class(
+    model: nn.Module,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    index: torch.Tensor,
+    batch_size: int = 512,
+) -> dict[str, list[float | None]]:
+    """Per-head accuracy of each class (0..max label of ``y``) on ``index``, in eval mode;
+    ``None`` for a class with no sample there."""
+    correct = evaluate_per_sample(model, x, y, index, "acc", batch_size)
+    labels = y[index].cpu().numpy()
+    n_classes = int(y.max()) + 1
+    counts = np.bincount(labels, minlength=n_classes)
+
+    def per_class(hits: np.ndarray) -> list[float | None]:
+        right = np.bincount(labels, weights=hits, minlength=n_classes)
+        return [float(h / n) if n else None for h, n in zip(right, counts, strict=True)]
+
+    return {head: per_class(hits) for head, hits in correct.items()}
+
+
+def class_accuracy(
+    model: nn.Module,
+    x: Mapping[str, torch.Tensor],
+    y: torch.Tensor,
+    eval_index: Mapping[str, torch.Tensor],
+    splits: Sequence[str],
+    last_state: Mapping[str, torch.Tensor] | None,
+    batch_size: int = 512,
+) -> ClassAccuracy:
+    """A finished run's per-head accuracy of each class on ``splits``: at the last epoch
+    (``"last"``) and, where the model holds the restored best val epoch's weights and
+    ``last_state`` the last epoch's, at the best val epoch too (``"best_val"``)."""
+
+    def measure() -> dict[str, dict[str, list[float | None]]]:
+        return {s: evaluate_per_class(model, x, y, eval_index[s], batch_size) for s in splits}
+
+    current = measure()
+    if last_state is None:  # the model's weights are the last epoch's
+        return {"last": current}
+    best = copy.deepcopy(model.state_dict())
+    model.load_state_dict(last_state)
+    last = measure()
+    model.load_state_dict(best)
+    return {"last": last, "best_val": current}
+
+
 class Trainer:
     """Train one model; ``fit`` returns ``self`` with the learned state in ``*_`` attributes.
 
     Attributes after ``fit``: ``model_`` (on ``device_``, with the best val epoch's weights if
     ``restore_best``), ``history_`` (a tidy DataFrame: epoch, head, split, loss, acc; epoch 0
     is the model before training), ``best_epoch_``, ``epochs_run_``, ``seconds_``,
-    ``train_seconds_`` (time in optimisation steps only) and ``device_``.
+    ``train_seconds_`` (time in optimisation steps only) and ``device_``; ``class_accuracy()``
+    measures each class at the last and the best val epoch.
 
     ``fit`` is ``start`` + ``train_epochs`` + ``finish``; callers that change the loss weights
     during training (online G-Blend) call ``train_epochs`` several times in between, and the
@@ -192,7 +250,7 @@ class Trainer:
         self._eval_index = {s: t.to(device) for s, t in run.eval_index.items()}
         self.optimizer_ = make_optimizer(self.model_.parameters(), cfg)
         self.train_seconds_ = 0.0
-        self._best_state = None
+        self._best_state = self._last_state = None
         loop.record([run], self, 0)
         self.heads_ = run.heads
         return self
@@ -228,6 +286,14 @@ class Trainer:
             self.model_, self._x, self._y, self._eval_index[split], self.config.eval_batch_size
         )
 
+    def class_accuracy(self, splits: Sequence[str] = CLASS_SPLITS) -> ClassAccuracy:
+        """Per-head accuracy of each class on ``splits`` of the finished run
+        (:func:`class_accuracy`)."""
+        return class_accuracy(
+            self.model_, self._x, self._y, self._eval_index, splits, self._last_state,
+            self.config.eval_batch_size,
+        )  # fmt: skip
+
     def measure_per_sample(self, split: str, metric: str = "loss") -> dict[str, np.ndarray]:
         """Per-head loss or correctness of every sample of one of ``EVAL_SPLITS``."""
         return evaluate_per_sample(
@@ -257,8 +323,10 @@ class Trainer:
         return self
 
     def finish(self) -> Trainer:
-        """Restore the best val epoch's weights (if ``restore_best``) and stop the clock."""
+        """Restore the best val epoch's weights (if ``restore_best``; the last epoch's are kept
+        for :meth:`class_accuracy`) and stop the clock."""
         if self._best_state is not None:
+            self._last_state = copy.deepcopy(self.model_.state_dict())
             self.model_.load_state_dict(self._best_state)
         self.seconds_ = time.perf_counter() - self._started
         return self

@@ -72,6 +72,7 @@ def test_batch_equals_runs_one_at_a_time(optimizer):
         assert single.best_epoch_ == batched.best_epochs_[r]
         for k, v in single.model_.state_dict().items():
             torch.testing.assert_close(batched.models_[r].state_dict()[k], v, atol=1e-4, rtol=1e-4)
+        assert batched.class_accuracy(r) == single.class_accuracy()
 
 
 def test_early_stopping_is_per_run():

@@ -86,6 +86,35 @@ def test_best_val_epoch_is_restored_and_early_stopping_stops():
     assert tr.epochs_run_ <= tr.best_epoch_ + 2
 
 
+def _pooled(per_class, labels):
+    """The overall accuracy from per-class accuracies: weighted by each class's count."""
+    counts = np.bincount(labels, minlength=len(per_class))
+    return sum(a * n for a, n in zip(per_class, counts, strict=True) if a is not None) / len(labels)
+
+
+def test_per_class_accuracy_is_measured_at_the_last_and_the_best_val_epoch():
+    tr = fit(epochs=8, heads=True)
+    assert tr.best_epoch_ < tr.epochs_run_  # two different models to tell apart
+    x, y, splits = tiny_task()
+    best_weights = copy.deepcopy(tr.model_.state_dict())
+    per_class = tr.class_accuracy()
+    hist = tr.history_.set_index(["epoch", "head", "split"]).acc
+    differs = False
+    for selection, epoch in (("last", tr.epochs_run_), ("best_val", tr.best_epoch_)):
+        for split in ("val", "test"):
+            labels = y[splits[split]].numpy()
+            for head in tr.heads_:
+                assert len(per_class[selection][split][head]) == 3
+                pooled = _pooled(per_class[selection][split][head], labels)
+                assert pooled == pytest.approx(hist[epoch, head, split])
+                differs |= hist[tr.epochs_run_, head, split] != hist[tr.best_epoch_, head, split]
+    assert differs
+    for k, v in tr.model_.state_dict().items():  # measuring leaves the best weights in place
+        assert torch.equal(v, best_weights[k])
+    kept_last = fit(epochs=8, heads=True, restore_best=False).class_accuracy()
+    assert kept_last.keys() == {"last"} and kept_last["last"] == per_class["last"]
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad"])
 def test_each_optimizer_trains(optimizer):
     tr = fit(epochs=3, optimizer=optimizer, lr=0.01)

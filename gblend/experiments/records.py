@@ -79,6 +79,10 @@ class RunRecord:
     # learned loss weights per epoch (epoch, head -> weight), for methods that learn them
     learned_weights: list[dict[str, Any]] = field(default_factory=list)
     batched: int = 1
+    # the data set's class names, and each head's accuracy per class on val and test at the
+    # last and the best val epoch (selection -> split -> head -> one value per class)
+    classes: list[str] = field(default_factory=list)
+    class_acc: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
 
     @property
     def last_metrics(self) -> dict[str, float]:
@@ -96,6 +100,23 @@ class RunRecord:
             if epoch == self.epochs_run and head == JOINT
             for name, value in (("acc", acc), ("loss", loss))
         }
+
+    def class_accuracy(self, selection: str = "last") -> dict[str, dict[str, list]]:
+        """Split -> head -> accuracy of each class at the epoch ``selection`` picks (an
+        early-stopped run's result is its best val epoch under either name, as in
+        :attr:`last_metrics`). Records written before per-class accuracy was measured have
+        none: an error says so."""
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+        if self.config["train"].get("patience") is not None:
+            selection = "best_val"
+        if selection not in self.class_acc:
+            raise KeyError(
+                f"the result {self.key} ({self.dataset} {self.combo} {self.method}, seed "
+                f"{self.seed}) has no per-class accuracy at selection {selection!r}; delete "
+                "its result file and run its grid again"
+            )
+        return self.class_acc[selection]
 
     @property
     def variant_label(self) -> str:
@@ -120,8 +141,11 @@ def make_record(
     wall_seconds: float,
     device: str,
     extras: Mapping[str, Any],
+    class_acc: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """A unit's result: identity, config, the fused head at the selected epoch, history."""
+    """A unit's result: identity, config, the fused head at the selected epoch, history,
+    and (``class_acc``, from the trainer's ``class_accuracy``) each head's per-class
+    accuracy."""
     at_best = history[history.epoch == best_epoch]
     metrics = {
         f"{row.split}_{name}": float(getattr(row, name))
@@ -156,6 +180,8 @@ def make_record(
         provenance=provenance(device),
         variant=[[k, v] for k, v in unit.variant],
         head_metrics=heads if len(heads) > 1 else {},
+        classes=list(dataset.classes),
+        class_acc=dict(class_acc or {}),
         **dict(extras),
     )
 
@@ -284,6 +310,32 @@ def learned_weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*IDENTITY, "epoch", "head", "weight"])
 
 
+CLASS_COLUMNS = (*IDENTITY, "selection", "split", "head", "class", "class_name", "acc")
+
+
+def class_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, selection, split, head, class): each head's accuracy of the class at
+    the epoch each selection picks (:meth:`RunRecord.class_accuracy`); an error names a
+    record that has none."""
+    rows = [
+        _identity(rec)
+        | {
+            "selection": selection,
+            "split": split,
+            "head": head,
+            "class": k,
+            "class_name": rec.classes[k],
+            "acc": acc,
+        }
+        for rec in records
+        for selection in SELECTIONS
+        for split, heads in rec.class_accuracy(selection).items()
+        for head, per_class in heads.items()
+        for k, acc in enumerate(per_class)
+    ]
+    return pd.DataFrame(rows, columns=list(CLASS_COLUMNS))
+
+
 def probes_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """Figure 5b: one row per (run, super-epoch, branch) of the probed online runs."""
     return pd.DataFrame([_identity(rec) | dict(probe) for rec in records for probe in rec.probes])
@@ -325,3 +377,7 @@ class Results:
     @property
     def learned_weights(self) -> pd.DataFrame:
         return self._frame("learned_weights", learned_weights_frame)
+
+    @property
+    def classes(self) -> pd.DataFrame:
+        return self._frame("classes", class_frame)

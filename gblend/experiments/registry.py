@@ -168,6 +168,17 @@ EXPERIMENTS: dict[str, Experiment] = {
             datasets="synthetic,mfeat",
             full_datasets="synthetic,avdigits,mfeat",
         ),
+        # The paper's Figure 6: G-Blend's gain over the best uni-modal model class by class, on
+        # the real pairs (seeds 0-2 are Table 1's and Table 2's runs: the same units)
+        Experiment(
+            "figure6",
+            "figure6_per_class",
+            "Figure 6",
+            ("naive", "offline"),
+            "unimodal+study",
+            datasets="avdigits,hapt",
+            seeds=5,
+        ),
         # The testbed's calibration: settings of the synthetic generator judged on val only, with
         # seeds that no chapter reports (the chapters use 0..n-1).
         Experiment(

@@ -62,6 +62,7 @@ def run_unit(unit: Unit) -> RunRecord:
         time.perf_counter() - started,
         trainer.device_,
         extras,
+        trainer.class_accuracy(),
     )
 
 
@@ -113,6 +114,7 @@ def run_batch(units: Sequence[Unit]) -> list[RunRecord]:
             wall,
             trainer.device_,
             extras,
+            trainer.class_accuracy(r),
         )
         for r, (unit, dataset) in enumerate(zip(units, datasets, strict=True))
     ]
