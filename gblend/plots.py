@@ -501,3 +501,38 @@ def learned_weights(learned: pd.DataFrame) -> plt.Figure:
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def per_class_gains(table: pd.DataFrame) -> plt.Figure:
+    """The paper's Figure 6 on our data: per class (most improved at the top), G-Blend's and
+    the best uni-modal model's test accuracy as bars and the second modality alone as a
+    marker; beside it each class's gain (with its 95% interval over seeds) against the second
+    modality's val accuracy. ``table``: :func:`gblend.experiments.per_class.class_table`."""
+    style()
+    datasets = list(dict.fromkeys(table.dataset))
+    rows = max(1, len(datasets))
+    height = 0.32 * table.groupby("dataset").size().max() + 1.6
+    fig, axes = plt.subplots(rows, 2, figsize=(12, height * rows), squeeze=False)
+    for (bars, scatter), dataset in zip(axes, datasets, strict=False):
+        sub = table[table.dataset == dataset].reset_index(drop=True)
+        y = np.arange(len(sub))
+        bars.barh(y - 0.2, sub.gblend, height=0.4, color="tab:red", label="G-Blend")
+        bars.barh(y + 0.2, sub.best, height=0.4, color="tab:blue", label="best uni-modal")
+        bars.scatter(sub.second, y, marker="x", color="black", zorder=3, label="second alone")
+        bars.set_yticks(y, sub.class_name, fontsize=8)
+        bars.invert_yaxis()
+        bars.set_xlabel("test accuracy % (mean over seeds)")
+        bars.set_title(f"{dataset}: classes by G-Blend's gain")
+        bars.legend(fontsize=7, loc="lower left")
+        finite = np.isfinite(sub.gain_low) & np.isfinite(sub.gain_high)
+        err = np.vstack([sub.gain - sub.gain_low, sub.gain_high - sub.gain]) * finite.values
+        scatter.errorbar(sub.second_val, sub.gain, yerr=err, fmt="o", color="tab:red", capsize=2)
+        for r in sub.itertuples():
+            scatter.annotate(r.class_name, (r.second_val, r.gain), fontsize=7, xytext=(3, 3),
+                             textcoords="offset points")  # fmt: skip
+        scatter.axhline(0, color="gray", linewidth=1)
+        scatter.set_xlabel("second modality alone: val accuracy % of the class")
+        scatter.set_ylabel("gain: G-Blend − best uni (pts)")
+        scatter.set_title(f"{dataset}: gain against the second modality")
+    fig.tight_layout()
+    return fig

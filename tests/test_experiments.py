@@ -61,6 +61,32 @@ def test_result_records_carry_provenance(tmp_path):
     assert set(record["split_sizes"]) == {"train", "heldout", "val", "test"}
 
 
+def test_the_commit_is_dirty_for_changed_code_not_for_changed_results(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "unit.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.delenv("GBLEND_GIT_COMMIT", raising=False)
+    monkeypatch.setattr(gres, "repo_root", lambda: tmp_path)
+
+    def commit():
+        gres.git_commit.cache_clear()
+        return gres.git_commit()
+
+    try:
+        (tmp_path / "results" / "unit.json").unlink()  # a grid recomputing a committed unit
+        assert not commit().endswith("-dirty")
+        (tmp_path / "code.py").write_text("x = 2\n")
+        assert commit().endswith("-dirty")
+    finally:
+        gres.git_commit.cache_clear()
+
+
 def test_killed_run_resumes_to_the_same_results(tmp_path):
     interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
     code = (
@@ -202,6 +228,38 @@ def test_a_record_is_read_at_its_last_epoch_and_at_its_best_val_epoch():
     assert frame[ex.metric_column("test", selection="best_val")].item() == 0.9
     with pytest.raises(ValueError, match="unknown selection"):
         ex.metric_column("test", selection="first")
+
+
+def _pooled_test_accuracy(per_class, labels):
+    counts = np.bincount(labels, minlength=len(per_class))
+    return sum(a * n for a, n in zip(per_class, counts, strict=True) if a is not None) / len(labels)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_record_has_each_class_at_the_last_and_the_best_val_epoch(batched):
+    grid = ex.EXPERIMENTS["table2"].grid("smoke", "mfeat", epochs=6, device="cpu")
+    unit = next(u for u in grid if u.method == "offline")
+    if batched:  # a batch of one seed gives the same record as run_unit
+        unit = next(u for u in grid if u.method == "uniform")
+        (rec,) = runner.run_batch([unit])
+    else:
+        rec = ex.run_unit(unit)
+    data = runner.load_unit_data(unit)
+    labels = data.y[data.splits["test"]].numpy()
+    assert rec.classes == list(data.classes)
+    for selection, metrics in (("last", rec.last_metrics), ("best_val", rec.metrics)):
+        test = rec.class_accuracy(selection)["test"]
+        assert set(test) == {*unit.modalities, "joint"}  # every head of the multi-head model
+        name = "test_acc_last" if selection == "last" else "test_acc"
+        assert _pooled_test_accuracy(test["joint"], labels) == pytest.approx(metrics[name])
+    frame = ex.Results([rec]).classes
+    heads = len(unit.modalities) + 1
+    assert len(frame) == 2 * 2 * heads * len(data.classes)  # selections, splits, heads, classes
+    stopped = ex.RunRecord.from_json({**rec.to_json(), "config": {"train": {"patience": 2}}})
+    assert stopped.class_accuracy("last") == rec.class_acc["best_val"]
+    older = ex.RunRecord.from_json({k: v for k, v in rec.to_json().items() if k != "class_acc"})
+    with pytest.raises(KeyError, match="delete its result file"):
+        older.class_accuracy()
 
 
 def test_compute_command_runs_the_grid_over_processes(tmp_path, capsys):
