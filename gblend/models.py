@@ -28,8 +28,10 @@ JOINT = "joint"  # name of the fused head; per-modality heads are named after th
 # (late), concatenation one layer earlier, before each encoder's last layer, which becomes one
 # layer shared by the modalities (mid), or concatenation after each modality's features are
 # gated by the others' (squeeze-and-excitation) or attend to them (non-local attention over
-# one token per modality)
-FUSIONS = ("late", "mid", "se_gate", "nl_gate")
+# one token per modality), or a low-rank multiplicative fusion of the features (LMF)
+FUSIONS = ("late", "mid", "se_gate", "nl_gate", "lmf")
+# LMF's rank: its authors (Liu et al. 2018) find ranks 1-16 alike and use small ones
+LMF_RANK = 4
 
 
 class InputSpec(Protocol):
@@ -194,6 +196,41 @@ class NLGate(nn.Module):
         return {m: mixed[:, i] for i, m in enumerate(names)}
 
 
+class LowRankFusion(nn.Module):
+    """Low-rank multimodal fusion (LMF; Liu et al., ACL 2018, the paper's [35]): the tensor
+    product of the modalities' features, each with a 1 appended, mapped to ``out_dim`` units
+    by a weight tensor of rank ``rank``, computed without forming the product:
+    h = sum_i lambda_i * prod_m (W_m^(i) [f_m; 1]) + b, the product element by element."""
+
+    def __init__(self, modalities: tuple[str, ...], dim: int, out_dim: int, rank: int) -> None:
+        super().__init__()
+        self.modalities = modalities
+        # Each factor starts as 1 on the appended 1 and small on the features, so that the
+        # product starts near 1 + the sum of the modalities' linear maps (late fusion's scale)
+        # and learns its interactions; Xavier-scaled factors alone multiply k features of
+        # ~0.1 into ~0.1^k: no gradient, and the fused head stays at chance
+        self.factors = nn.ParameterDict(
+            {m: nn.Parameter(self._factor(rank, dim, out_dim)) for m in modalities}
+        )
+        self.rank_weights = nn.Parameter(torch.full((1, rank), 1.0 / rank))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+
+    @staticmethod
+    def _factor(rank: int, dim: int, out_dim: int) -> torch.Tensor:
+        factor = torch.randn(rank, dim + 1, out_dim) * (dim + 1) ** -0.5
+        factor[:, dim] = 1.0  # the row of the appended 1
+        return factor
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        product = None
+        for m in self.modalities:
+            f = features[m]
+            with_one = torch.cat([f, torch.ones_like(f[:, :1])], dim=1)
+            part = torch.einsum("nd,rdo->rno", with_one, self.factors[m])
+            product = part if product is None else product * part
+        return torch.einsum("r,rno->no", self.rank_weights[0], product) + self.bias
+
+
 class FusionNet(nn.Module):
     """Encoders + late-concat fused head (+ optional per-modality linear heads).
 
@@ -202,6 +239,8 @@ class FusionNet(nn.Module):
     With mid fusion the encoders stop before their last layer; their outputs are concatenated
     and go through one shared layer of ``feature_dim`` units (``mid``) into the fused head,
     and each modality head reads its encoder's output (the stream below the fusion point).
+    With LMF the encoders' features are fused by :class:`LowRankFusion` into ``feature_dim``
+    units instead of concatenated.
     """
 
     def __init__(
@@ -224,9 +263,12 @@ class FusionNet(nn.Module):
         self.gate = (
             gates[cfg.fusion](self.modalities, cfg.feature_dim) if cfg.fusion in gates else None
         )
-        self.mid = None
+        self.mid = self.lmf = None
         if cfg.fusion == "mid":
             self.mid = nn.Sequential(nn.Linear(sum(widths.values()), cfg.feature_dim), nn.ReLU())
+            fused_dim = cfg.feature_dim
+        if cfg.fusion == "lmf":  # one encoder's width out, as mid fusion's shared layer
+            self.lmf = LowRankFusion(self.modalities, cfg.feature_dim, cfg.feature_dim, LMF_RANK)
             fused_dim = cfg.feature_dim
         self.fused_head = nn.Sequential(
             nn.Dropout(cfg.dropout),
@@ -260,7 +302,10 @@ class FusionNet(nn.Module):
         logits = {m: head(features[m]) for m, head in self.modality_heads.items() if m in x}
         if len(present) == len(self.modalities):
             fused = features if self.gate is None else self.gate(features)
-            joint = torch.cat([fused[m] for m in present], dim=1)
+            if self.lmf is not None:
+                joint = self.lmf(fused)
+            else:
+                joint = torch.cat([fused[m] for m in present], dim=1)
             logits[JOINT] = self.fused_head(joint if self.mid is None else self.mid(joint))
         return logits
 

@@ -10,7 +10,7 @@ import torch
 from gblend import data as gdata
 from gblend import experiments as ex
 from gblend.experiments import methods as gmethods
-from gblend.models import JOINT, FusionNet, ModelConfig
+from gblend.models import JOINT, LMF_RANK, FusionNet, ModelConfig
 from gblend.train import OPTIMIZERS, TrainConfig, Trainer, make_optimizer
 
 
@@ -180,6 +180,44 @@ def test_mid_fusion_batches_like_late_fusion():
     assert_losses_match_single_runs(mid, [run_data(s, 150) for s in seeds], seeds)
 
 
+def test_lmf_is_the_low_rank_tensor_product_of_the_features_each_with_a_one_appended():
+    cfg = ModelConfig(feature_dim=8, hidden=16, fusion_hidden=16)
+    late = FusionNet(vector_specs(), 3, cfg)
+    lmf = FusionNet(vector_specs(), 3, replace(cfg, fusion="lmf"))
+    rank = LMF_RANK
+    # one (8+1) x 8 factor per rank and modality, rank weights and a bias; the fused head
+    # reads 8 fused units instead of 2 x 8 concatenated ones
+    extra = 2 * rank * 9 * 8 + rank + 8 - (2 * 8 - 8) * 16
+    assert count(lmf) - count(late) == extra
+    x = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    f = {m: lmf.encoders[m](x[m]) for m in ("a", "b")}
+    # the full tensor product, formed: W[i, j, o] = sum_r lambda_r A_r[i, o] B_r[j, o]
+    a, b = (torch.cat([f[m], torch.ones(5, 1)], dim=1) for m in ("a", "b"))
+    fa, fb = lmf.lmf.factors["a"], lmf.lmf.factors["b"]
+    weight = torch.einsum("r,rio,rjo->ijo", lmf.lmf.rank_weights[0], fa, fb)
+    fused = torch.einsum("ni,nj,ijo->no", a, b, weight) + lmf.lmf.bias
+    assert torch.allclose(lmf(x)[JOINT], lmf.fused_head(fused), atol=1e-5)
+    # at initialisation the product is 1 + each modality's linear map + their interaction:
+    # the fused units vary over samples at the features' scale, not k factors of it smaller
+    # (which leaves the fused head at chance)
+    x = {"a": torch.randn(64, 4), "b": torch.randn(64, 4)}
+    f = {m: lmf.encoders[m](x[m]) for m in ("a", "b")}
+    spread = torch.cat(list(f.values()), dim=1).std(dim=0).mean()
+    assert lmf.lmf(f).std(dim=0).mean() > 0.5 * spread
+
+
+def test_lmf_batches_like_late_fusion():
+    from test_batched import SPECS, assert_losses_match_single_runs, run_data
+
+    seeds = [0, 1]
+
+    def lmf(seed):
+        torch.manual_seed(seed)
+        return FusionNet(SPECS, 3, ModelConfig(hidden=16, feature_dim=8, fusion="lmf"))
+
+    assert_losses_match_single_runs(lmf, [run_data(s, 150) for s in seeds], seeds)
+
+
 @pytest.mark.parametrize(
     ("method", "params", "where", "expected"),
     [
@@ -188,6 +226,7 @@ def test_mid_fusion_batches_like_late_fusion():
         ("mid_concat", {}, "model.fusion", "mid"),
         ("se_gate", {}, "model.fusion", "se_gate"),
         ("nl_gate", {}, "model.fusion", "nl_gate"),
+        ("lmf", {}, "model.fusion", "lmf"),
     ],
 )
 def test_a_baseline_method_sets_its_option_in_the_unit_and_its_key(method, params, where, expected):

@@ -460,6 +460,7 @@ for _name, _fusion, _label in (
     ("mid_concat", "mid", "mid-level concatenation"),
     ("se_gate", "se_gate", "SE-gate fusion"),
     ("nl_gate", "nl_gate", "NL-gate (attention) fusion"),
+    ("lmf", "lmf", "low-rank multimodal fusion (LMF)"),
 ):
     register(
         Method(
