@@ -30,8 +30,8 @@ from pathlib import Path
 BENCH_DATASETS = ("synthetic", "avdigits")
 PHASES = ("bench", "compute", "notebooks")
 COMPUTE_GROUPS = (
-    ("table1", "table2", "table4"),
-    ("figure1", "mid_fusion", "table5", "table3"),
+    ("table1", "table2", "table4", "figure6"),
+    ("figure1", "mid_fusion", "lmf_fusion", "table5", "table3"),
     ("figure5",),
 )
 EXPERIMENTS = tuple(e for group in COMPUTE_GROUPS for e in group)
