@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gblend import blend
+from gblend import blend, cross_terms, loop
 from gblend import data as gdata
 from gblend.models import JOINT, FusionNet, ModelConfig, UncertaintyWeights
 from gblend.train import TrainConfig, Trainer
@@ -171,6 +171,31 @@ class EarlyStopParams:
         return self
 
 
+@dataclass(frozen=True)
+class CrossTermParams:
+    """Proposition 1's cross terms (claim 18), measured at ``checkpoints`` evenly spaced
+    epochs of the run, each over ``batches`` mini-batches (:func:`gblend.cross_terms.measure`)."""
+
+    batches: int = 32
+    checkpoints: int = 4
+
+    def __post_init__(self) -> None:
+        if self.batches < 2 or self.checkpoints < 1:
+            raise ValueError(
+                f"need at least 2 batches and 1 checkpoint, got {self.batches}, {self.checkpoints}"
+            )
+
+    def resolve(self, epochs: int) -> CrossTermParams:
+        return self
+
+    def epochs(self, total: int) -> list[int]:
+        """The checkpoints: ``checkpoints`` epochs spread evenly over 1..total, the last one
+        included."""
+        return sorted(
+            {max(1, round(total * i / self.checkpoints)) for i in range(1, self.checkpoints + 1)}
+        )
+
+
 def _replace(params, **changes):
     return type(params)(**{**asdict(params), **changes})
 
@@ -320,6 +345,32 @@ def _uncertainty(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     return trainer.finish(), {"learned_weights": path}
 
 
+def _cross_terms(unit: Unit, dataset: gdata.Dataset) -> Outcome:
+    """Equal-weight multi-head training (the ``uniform`` run of the same seed: measuring
+    does not change it), stopped at each checkpoint to measure Proposition 1's cross terms
+    (claim 18); every head's gradient is that of a trained head, as in a blended run."""
+    p: CrossTermParams = unit.params
+    model = _model(unit, dataset)
+    weights = blend.uniform_weights(model.heads)
+    trainer = Trainer(unit.train).start(model, dataset.x, dataset.y, dataset.splits)
+    device = trainer.device_
+    x = {m: t.to(device) for m, t in dataset.x.items()}
+    y = dataset.y.to(device)
+    train, evals = loop.split_indices(dataset.splits, unit.train)
+    measured, done = [], 0
+    for epoch in p.epochs(unit.train.epochs):
+        trainer.train_epochs(epoch - done, weights)
+        done = epoch
+        terms = cross_terms.measure(
+            trainer.model_, x, y, train.to(device), evals[loop.TRAIN_SUBSET].to(device),
+            evals["heldout"].to(device), epoch, unit.train.batch_size, p.batches, unit.seed,
+        )  # fmt: skip
+        measured.append(terms.to_json())
+        if trainer.stopped_:
+            break
+    return trainer.finish(), {"weights": [weights], "cross_terms": measured}
+
+
 def _joint_lr_matched(unit: Unit, dataset: gdata.Dataset) -> Outcome:
     return _offline(unit, dataset, joint_only=True)
 
@@ -415,6 +466,15 @@ register(
         _joint_lr_matched,
         OfflineParams,
         cost=2.6,
+    )
+)
+register(
+    Method(
+        "cross_terms",
+        "equal weights, Proposition 1's cross terms measured (claim 18)",
+        _cross_terms,
+        CrossTermParams,
+        cost=2.0,
     )
 )
 register(Method("online", "online G-Blend", _online, OnlineParams, cost=3.0))

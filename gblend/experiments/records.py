@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from gblend import data as gdata
+from gblend.cross_terms import CrossTerms
 from gblend.experiments.grid import Unit
 from gblend.models import JOINT
 from gblend.results import history_to_json, provenance, unit_key
@@ -78,6 +79,8 @@ class RunRecord:
     probes: list[dict[str, Any]] = field(default_factory=list)
     # learned loss weights per epoch (epoch, head -> weight), for methods that learn them
     learned_weights: list[dict[str, Any]] = field(default_factory=list)
+    # Proposition 1's cross terms at checkpoints (gblend.cross_terms.CrossTerms.to_json)
+    cross_terms: list[dict[str, Any]] = field(default_factory=list)
     batched: int = 1
     # the data set's class names, and each head's accuracy per class on val and test at the
     # last and the best val epoch (selection -> split -> head -> one value per class)
@@ -310,6 +313,45 @@ def learned_weights_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*IDENTITY, "epoch", "head", "weight"])
 
 
+CROSS_TERM_COLUMNS = (*IDENTITY, "epoch", "head_j", "head_k", "relative", "correlation")
+
+
+def cross_terms_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, checkpoint, pair of heads) of the runs that measured Proposition 1's
+    cross terms: the cross term relative to its diagonal terms and the centered correlation
+    (:class:`gblend.cross_terms.CrossTerms`)."""
+    rows = [
+        _identity(rec)
+        | {"epoch": terms.epoch, "head_j": j, "head_k": k, "relative": rel, "correlation": cor}
+        for rec in records
+        for terms in map(CrossTerms.from_json, rec.cross_terms)
+        for j, k, rel, cor in terms.pairs()
+    ]
+    return pd.DataFrame(rows, columns=list(CROSS_TERM_COLUMNS))
+
+
+BLEND_COLUMNS = (*IDENTITY, "epoch", "head", "paper_weight", "optimal_weight", "efficiency")
+
+
+def cross_term_blends_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per (run, checkpoint, head): Eq. 6's weight, the weight without the
+    uncorrelated assumption, and the efficiency of Eq. 6's blend at that checkpoint."""
+    rows = []
+    for rec in records:
+        for terms in map(CrossTerms.from_json, rec.cross_terms):
+            paper, optimal, efficiency = (
+                terms.paper_weights(),
+                terms.optimal_weights(),
+                terms.efficiency(),
+            )
+            rows += [
+                _identity(rec) | {"epoch": terms.epoch, "head": head, "paper_weight": float(a),
+                                  "optimal_weight": float(b), "efficiency": efficiency}
+                for head, a, b in zip(terms.heads, paper, optimal, strict=True)
+            ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(BLEND_COLUMNS))
+
+
 CLASS_COLUMNS = (*IDENTITY, "selection", "split", "head", "class", "class_name", "acc")
 
 
@@ -377,6 +419,14 @@ class Results:
     @property
     def learned_weights(self) -> pd.DataFrame:
         return self._frame("learned_weights", learned_weights_frame)
+
+    @property
+    def cross_terms(self) -> pd.DataFrame:
+        return self._frame("cross_terms", cross_terms_frame)
+
+    @property
+    def cross_term_blends(self) -> pd.DataFrame:
+        return self._frame("cross_term_blends", cross_term_blends_frame)
 
     @property
     def classes(self) -> pd.DataFrame:

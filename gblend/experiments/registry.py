@@ -306,6 +306,18 @@ EXPERIMENTS: dict[str, Experiment] = {
             seeds=5,
             axes=(("model.fusion", ("lmf",)),),
         ),
+        # Claim 18: Proposition 1's assumption (uncorrelated overfitting across the heads),
+        # measured at checkpoints of equal-weight multi-head runs
+        Experiment(
+            "cross_terms",
+            "overfitting_cross_terms",
+            "Section 3.4 (Proposition 1's assumption)",
+            ("cross_terms",),
+            "study",
+            datasets=CPU_BASELINE_DATASETS,
+            full_datasets="all",
+            seeds=5,
+        ),
         # The paper's Table 5: every baseline on every data set, with G-Blend's weights
         Experiment(
             "table5",
