@@ -31,7 +31,7 @@ BENCH_DATASETS = ("synthetic", "avdigits")
 PHASES = ("bench", "compute", "notebooks")
 COMPUTE_GROUPS = (
     ("table1", "table2", "table4", "figure6"),
-    ("figure1", "mid_fusion", "lmf_fusion", "table5", "table3"),
+    ("figure1", "mid_fusion", "lmf_fusion", "cross_terms", "table5", "table3"),
     ("figure5",),
 )
 EXPERIMENTS = tuple(e for group in COMPUTE_GROUPS for e in group)

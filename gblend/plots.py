@@ -536,3 +536,44 @@ def per_class_gains(table: pd.DataFrame) -> plt.Figure:
         scatter.set_title(f"{dataset}: gain against the second modality")
     fig.tight_layout()
     return fig
+
+
+def cross_terms(pairs: pd.DataFrame, over_training: pd.DataFrame, margin: float) -> plt.Figure:
+    """Claim 18, one row of panels per data set: each pair of heads' cross term relative to
+    its diagonal terms (mean over seeds with a 95% interval; the band is what counts as small)
+    and, beside it, the mean over seeds at each checkpoint. ``pairs``:
+    :func:`gblend.experiments.correlation.pair_table`; ``over_training``: the cross-term frame
+    (:attr:`gblend.experiments.records.Results.cross_terms`)."""
+    style()
+    datasets = list(dict.fromkeys(pairs.dataset))
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 3.4 * len(datasets)), squeeze=False)
+    for (bars, lines), dataset in zip(axes, datasets, strict=False):
+        sub = pairs[pairs.dataset == dataset].reset_index(drop=True)
+        y = np.arange(len(sub))
+        finite = np.isfinite(sub.relative_low) & np.isfinite(sub.relative_high)
+        err = np.vstack([sub.relative - sub.relative_low, sub.relative_high - sub.relative])
+        bars.axvspan(
+            -margin, margin, color="tab:green", alpha=0.12, label=f"small (|·| < {margin:g})"
+        )
+        bars.errorbar(sub.relative, y, xerr=err * finite.values, fmt="o", color="tab:purple",
+                      capsize=3, label="mean over seeds, 95% interval")  # fmt: skip
+        bars.set_yticks(y, [f"{p} ({c})" for p, c in zip(sub.pair, sub.combo, strict=True)],
+                        fontsize=8)  # fmt: skip
+        bars.invert_yaxis()
+        bars.axvline(0, color="gray", linewidth=1)
+        bars.set_xlim(-1.05, 1.05)
+        bars.set_xlabel("C_jk / √(C_jj C_kk)")
+        bars.set_title(f"{dataset}: cross terms beside the diagonal terms")
+        bars.legend(fontsize=7, loc="lower left")
+        mine = over_training[over_training.dataset == dataset]
+        mine = mine.assign(pair=mine.head_j + "–" + mine.head_k)
+        sns.lineplot(data=mine, x="epoch", y="relative", hue="pair", marker="o", ax=lines,
+                     errorbar=("ci", 95))  # fmt: skip
+        lines.axhspan(-margin, margin, color="tab:green", alpha=0.12)
+        lines.set_ylim(-1.05, 1.05)
+        lines.set_xlabel("epoch (checkpoint)")
+        lines.set_ylabel("C_jk / √(C_jj C_kk)")
+        lines.set_title(f"{dataset}: over training (mean over seeds)")
+        lines.legend(fontsize=7, title="pair of heads", title_fontsize=7)
+    fig.tight_layout()
+    return fig

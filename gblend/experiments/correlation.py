@@ -132,13 +132,14 @@ def findings(terms: pd.DataFrame, blends: pd.DataFrame, verdicts: pd.DataFrame) 
     for dataset, g in size_per_seed(terms).groupby("dataset", sort=False):
         mine = pairs[pairs.dataset == dataset]
         top = mine.loc[mine.relative.abs().idxmax()]
-        share = float((mine.relative.abs() > MARGIN).mean())
+        above = int((mine.relative.abs() > MARGIN).sum())
         eff = blends[blends.dataset == dataset].drop_duplicates(["combo", "seed", "epoch"])
         verdict = verdicts[verdicts.dataset == dataset].verdict.iat[0]
         out[dataset] = (
             f"**{dataset}**: the cross terms are on average {g['mean'].mean():.2f} of their "
-            f"diagonal terms; {share:.0%} of the pairs are above {MARGIN:g} on average, the "
-            f"largest {top.pair} in {top.combo} ({top.relative:+.2f}); Eq. 6's blend reaches "
+            f"diagonal terms; {above} of {len(mine)} pairs of heads are above {MARGIN:g} in size "
+            f"(mean over seeds), the largest {top.pair} in {top.combo} ({top.relative:+.2f}); "
+            f"Eq. 6's blend reaches "
             f"{eff.efficiency.median():.0%} of the lowest OGR² at the median checkpoint "
             f"(smallest {eff.efficiency.min():.0%}); claim 18: {verdict}."
         )
@@ -162,3 +163,18 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out
+
+
+def efficiency_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`efficiency_table` for a page, in percent."""
+    return pd.DataFrame(
+        {
+            "data set": table.dataset,
+            "modalities": table.combo,
+            "epoch": table.epoch,
+            "efficiency of Eq. 6, median": [f"{e:.0%}" for e in table.efficiency_median],
+            "smallest": [f"{e:.0%}" for e in table.efficiency_min],
+            "largest weight shift, mean": [f"{s:.2f}" for s in table.weight_shift],
+            "seeds": table.seeds,
+        }
+    )
