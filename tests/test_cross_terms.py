@@ -104,23 +104,39 @@ def test_measuring_does_not_change_the_equal_weight_run_and_happens_at_the_check
         gmethods.get("cross_terms").make_params({"batches": 1})
 
 
-def frames(relative: dict[int, float], efficiency: float = 0.95):
-    """A cross-term frame and a blends frame of one pair of heads, one value per seed."""
+def frames(modalities: dict[int, float], with_fused: dict[int, float]):
+    """A cross-term frame and a blends frame of one data set with three heads: the pair of
+    modality heads and one modality head with the fused head, one value per seed each."""
     ident = {"dataset": "d", "combo": "a+b", "method": "cross_terms", "variant": ""}
-    terms = pd.DataFrame([ident | {"seed": s, "epoch": 2, "head_j": "a", "head_k": JOINT,
+    terms = pd.DataFrame([ident | {"seed": s, "epoch": 2, "head_j": "a", "head_k": k,
                                    "relative": r, "correlation": 0.0}
-                          for s, r in relative.items()])  # fmt: skip
+                          for k, values in (("b", modalities), (JOINT, with_fused))
+                          for s, r in values.items()])  # fmt: skip
     blends = pd.DataFrame([ident | {"seed": s, "epoch": 2, "head": h, "paper_weight": 0.5,
-                                    "optimal_weight": 0.5, "efficiency": efficiency}
-                           for s in relative for h in ("a", JOINT)])  # fmt: skip
+                                    "optimal_weight": 0.5, "efficiency": 0.95}
+                           for s in modalities for h in ("a", "b", JOINT)])  # fmt: skip
     return terms, blends
 
 
-def test_claim_18_holds_when_the_cross_terms_are_small_whatever_their_sign():
-    small = correlation.claims(*frames({0: 0.05, 1: -0.1, 2: 0.08, 3: -0.02, 4: 0.1}))
-    assert small.verdict.iat[0] == "reproduced"
-    large = correlation.claims(*frames({0: 0.9, 1: -0.8, 2: 0.85, 3: -0.95, 4: 0.9}))
-    assert large.verdict.iat[0] == "contradicted"
-    unclear = correlation.claims(*frames({0: 0.05, 1: 0.9, 2: 0.1, 3: 0.6, 4: 0.2}))
-    assert unclear.verdict.iat[0].startswith("not detectable")
-    assert "efficiency" in small.evidence.iat[0]
+SMALL = {0: 0.05, 1: -0.1, 2: 0.08, 3: -0.02, 4: 0.1}  # either sign: the size counts
+LARGE = {0: 0.9, 1: -0.8, 2: 0.85, 3: -0.95, 4: 0.9}
+UNCLEAR = {0: 0.05, 1: 0.9, 2: 0.1, 3: 0.6, 4: 0.2}
+
+
+@pytest.mark.parametrize(
+    "modalities, with_fused, verdict",
+    [
+        (SMALL, SMALL, "reproduced"),
+        (SMALL, LARGE, "partly"),
+        (LARGE, SMALL, "partly"),
+        (LARGE, LARGE, "contradicted"),
+        (LARGE, UNCLEAR, "contradicted"),
+        (UNCLEAR, UNCLEAR, "not detectable"),
+    ],
+)
+def test_claim_18_needs_small_cross_terms_between_modality_heads_and_with_the_fused_head(
+    modalities, with_fused, verdict
+):
+    row = correlation.claims(*frames(modalities, with_fused)).iloc[0]
+    assert row.verdict.startswith(verdict)
+    assert "two modality heads" in row.evidence and "efficiency" in row.evidence
