@@ -99,3 +99,13 @@ def test_fallback_weights_make_it_a_degenerate_estimate():
                             for s in SEEDS for h in ("a", "b", "joint")])  # fmt: skip
     row, _ = verdict([0.05, 0.05, 0.05, 0.0, 0.0, 0.0], weights=weights)
     assert row["verdict"] == DEGENERATE, row
+
+
+def test_a_grid_whose_results_lack_per_class_accuracy_is_not_done():
+    # the committed full-scale Table 1/2 runs predate per-class accuracy: Figure 6 shares
+    # their units, so at full it must count as not done (the book then shows it at cpu)
+    from gblend.experiments import registry
+
+    assert registry.is_complete("table1", "full")
+    assert not registry.is_complete("figure6", "full")
+    assert registry.is_complete("figure6", "cpu")

@@ -44,6 +44,9 @@ class Experiment:
     # .selection): the reported grid holds the chosen value of each only
     select: tuple[str, ...] = ()
     search_seeds: str = CALIBRATION_SEEDS
+    # record fields the page reads that older results lack (e.g. per-class accuracy): a grid
+    # whose results lack one is not done
+    requires: tuple[str, ...] = ()
 
     def search_grid(self, scale: str = "cpu", **params: Any) -> Grid:
         """The search of an experiment that selects: its grid on the calibration seeds, for
@@ -178,6 +181,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "unimodal+study",
             datasets="avdigits,hapt",
             seeds=5,
+            requires=("class_acc",),
         ),
         # The testbed's calibration: settings of the synthetic generator judged on val only, with
         # seeds that no chapter reports (the chapters use 0..n-1).
@@ -367,7 +371,13 @@ def _done(entry: Experiment, scale: str, datasets: str | None, results_dir: str 
     """Whether a grid (and, for an experiment that selects, its search) is on disk."""
     if entry.select and missing(entry.search_grid(scale, datasets=datasets), results_dir):
         return False
-    return not missing(entry.grid(scale, datasets=datasets, results_dir=results_dir), results_dir)
+    grid = entry.grid(scale, datasets=datasets, results_dir=results_dir)
+    if missing(grid, results_dir):
+        return False
+    if not entry.requires:
+        return True
+    records = run_grid(grid.units(), results_dir, progress=False, run_missing=False)
+    return all(getattr(r, name) for r in records for name in entry.requires)
 
 
 def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
