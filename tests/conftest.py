@@ -13,6 +13,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def two_modality_toy(name: str):
+    """A registered three-class data set with a strong ("left") and a weak ("right") vector
+    modality, loaded at seed 0, unregistered afterwards (for a fixture to yield from)."""
+    import numpy as np
+
+    from gblend import data as gdata
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    left = rng.normal(size=(180, 5)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 5))
+    right = rng.normal(size=(180, 6)) + 0.5 * np.eye(3)[y] @ rng.normal(size=(3, 6))
+    gdata.register_arrays(name, {"left": left, "right": right}, y, classes="abc")
+    yield gdata.load(name, seed=0)
+    gdata.unregister(name)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -3,10 +3,10 @@ and method registry: each test fails when its option is silently ignored."""
 
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import two_modality_toy
 
 from gblend import data as gdata
 from gblend import experiments as ex
@@ -17,13 +17,7 @@ from gblend.train import OPTIMIZERS, TrainConfig, Trainer, make_optimizer
 
 @pytest.fixture()
 def toy():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 60)
-    left = rng.normal(size=(180, 5)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 5))
-    right = rng.normal(size=(180, 6)) + 0.5 * np.eye(3)[y] @ rng.normal(size=(3, 6))
-    gdata.register_arrays("toy_baselines", {"left": left, "right": right}, y, classes="abc")
-    yield gdata.load("toy_baselines", seed=0)
-    gdata.unregister("toy_baselines")
+    yield from two_modality_toy("toy_baselines")
 
 
 def unit_of(method, dataset_name, **params):

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import two_modality_toy
 from torch.nn import functional as F
 
 from gblend import cross_terms, loop
-from gblend import data as gdata
 from gblend import experiments as ex
 from gblend.cross_terms import CrossTerms
 from gblend.experiments import correlation
@@ -21,13 +21,7 @@ from gblend.train import Trainer
 
 @pytest.fixture()
 def toy():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 60)
-    left = rng.normal(size=(180, 5)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 5))
-    right = rng.normal(size=(180, 6)) + 0.5 * np.eye(3)[y] @ rng.normal(size=(3, 6))
-    gdata.register_arrays("toy_cross_terms", {"left": left, "right": right}, y, classes="abc")
-    yield gdata.load("toy_cross_terms", seed=0)
-    gdata.unregister("toy_cross_terms")
+    yield from two_modality_toy("toy_cross_terms")
 
 
 def unit_of(dataset_name, **params):
