@@ -72,7 +72,9 @@ def select_notebooks(notebooks_dir: Path, only: Sequence[str] | None) -> list[Pa
 
 def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
     """``published`` is ``full`` where every full-scale result of the notebook's experiments
-    is in ``results_dir`` (so the book never trains at full scale on a CPU), else ``cpu``."""
+    is in ``results_dir`` (so the book never trains at full scale on a CPU), ``cpu`` where no
+    data set's is, and stays ``published`` in between: the page then shows each data set at
+    the scale :func:`gblend.experiments.published_plan` gives it."""
     if scale != "published":
         return scale
     from gblend import experiments  # torch is heavy: import only when needed
@@ -80,8 +82,10 @@ def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
     shown = experiments.for_notebook(notebook.stem)
     if not shown:  # a page without a grid of its own (the benchmark)
         return "cpu"
-    complete = all(experiments.is_complete(e.name, "full", str(results_dir)) for e in shown)
-    return "full" if complete else "cpu"
+    if all(experiments.is_complete(e.name, "full", str(results_dir)) for e in shown):
+        return "full"
+    plan = experiments.published_plan([e.name for e in shown], str(results_dir))
+    return "published" if "full" in plan.values() else "cpu"
 
 
 def run_notebook(
@@ -390,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(*SCALES, "published"),
         default="published",
         help="smoke: seconds (tests); cpu: minutes per notebook; full: one GPU; "
-        "published: full where results/<experiment>/full/ holds results, else cpu "
-        "(default)",
+        "published: each data set at full where results/ holds its full-scale results, "
+        "else at cpu (default)",
     )
     rep.add_argument(
         "--only",

@@ -139,3 +139,14 @@ def test_another_scale_s_map_is_read_only_where_complete(tmp_path):
     text, table = regimes.map_at("smoke", str(tmp_path))
     assert text == "No data set's map at `smoke` scale is committed." and table is None
     assert list(tmp_path.iterdir()) == []  # nothing was trained
+
+
+def test_another_scale_s_map_leaves_out_what_the_page_shows_at_that_scale(monkeypatch):
+    from types import SimpleNamespace
+
+    committed = SimpleNamespace(runs=_regime_runs(), weights=None)
+    monkeypatch.setattr(regimes, "committed_at", lambda name, scale, results_dir: committed)
+    text, table = regimes.map_at("full")
+    assert text == "At `full` scale the map is committed for avdigits." and len(table) == 2
+    text, table = regimes.map_at("full", shown=["avdigits"])
+    assert text.endswith("for avdigits; it is the map above.") and table is None

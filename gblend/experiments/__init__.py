@@ -23,7 +23,13 @@ from gblend.experiments.figures import ogr_over_training
 from gblend.experiments.grid import Grid, GridError, Unit
 from gblend.experiments.methods import METHODS, Method
 from gblend.experiments.records import SELECTIONS, Results, RunRecord, metric_column
-from gblend.experiments.registry import EXPERIMENTS, Experiment, for_notebook, is_complete
+from gblend.experiments.registry import (
+    EXPERIMENTS,
+    Experiment,
+    for_notebook,
+    is_complete,
+    published_plan,
+)
 from gblend.experiments.runner import execution_plan, missing, run, run_grid, run_unit
 from gblend.experiments.scales import SCALES, Scale, get_scale
 from gblend.experiments.table1 import (
@@ -60,6 +66,7 @@ __all__ = [
     "for_notebook",
     "get_scale",
     "is_complete",
+    "published_plan",
     "mean_weights",
     "metric_column",
     "missing",

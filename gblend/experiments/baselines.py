@@ -561,14 +561,15 @@ def findings(comparison: pd.DataFrame, methods: Sequence[str]) -> dict[str, str]
     return out
 
 
-def fusion_parameters(grid: Grid) -> pd.DataFrame:
+def fusion_parameters(grids: Sequence[Grid]) -> pd.DataFrame:
     """Parameters of the naive network of each fusion on each data set's full combination in
-    ``grid``, and their change from late concatenation (the paper: mid-concat has 37% fewer)."""
+    ``grids``, and their change from late concatenation (the paper: mid-concat has 37% fewer)."""
     from gblend.experiments.runner import load_unit_data
 
     rows = []
-    for dataset in grid.datasets:
-        unit = max((u for u in grid if u.dataset == dataset), key=lambda u: len(u.modalities))
+    units = [u for grid in grids for u in grid]
+    for dataset in dict.fromkeys(u.dataset for u in units):
+        unit = max((u for u in units if u.dataset == dataset), key=lambda u: len(u.modalities))
         data = load_unit_data(unit)
         counts = {}
         for fusion in FUSIONS:

@@ -249,14 +249,22 @@ def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 1):
     return table[list(columns)].style.hide(axis="index").format(precision=precision, subset=numbers)
 
 
-def map_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd.DataFrame | None]:
+def map_at(
+    scale: str | None, results_dir: str | None = None, shown: Sequence[str] = ()
+) -> tuple[str, pd.DataFrame | None]:
     """A sentence on the regime map at another ``scale`` and its table (``None`` where no
-    data set's grid there is complete, or at smoke, whose pages show no other scale)."""
+    data set's grid there is complete, or at smoke, whose pages show no other scale), without
+    the data sets ``shown`` at that scale in the page's own map (named, not repeated)."""
     if scale is None:
         return "A `smoke` page shows no other scale's map.", None
     results = committed_at("regime", scale, results_dir)
     if results is None:
         return f"No data set's map at `{scale}` scale is committed.", None
     table = regime_map(results.runs, results.weights)
-    names = ", ".join(dict.fromkeys(table.dataset))
-    return f"At `{scale}` scale the map is committed for {names}.", table
+    names = list(dict.fromkeys(table.dataset))
+    above = [d for d in names if d in shown]
+    text = f"At `{scale}` scale the map is committed for {', '.join(names)}"
+    if above:
+        text += "; it is the map above" if above == names else f"; {', '.join(above)} above"
+        table = table[~table.dataset.isin(above)]
+    return text + ".", table if len(table) else None

@@ -385,6 +385,31 @@ def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
     return _done(get(name), scale, None, results_dir)
 
 
+def scale_datasets(name: str, scale: str) -> tuple[str, ...]:
+    """The data sets an experiment's default grid runs at ``scale``."""
+    return get(name).grid(scale, selected=False).datasets
+
+
+def published_plan(names: Sequence[str], results_dir: str | None = None) -> dict[str, str]:
+    """The scale at which a page of the experiments ``names`` shows each data set under
+    ``published``: ``full`` where every one of them that runs the data set runs it at full
+    and has its full grid (and search) complete for it, else ``cpu`` where one runs it at
+    cpu; a data set run at full only, not yet complete, is left out. One scale per data set,
+    so a claim that pairs the runs of two experiments never pairs two scales."""
+    plan = {}
+    at = {(n, s): scale_datasets(n, s) for n in names for s in ("cpu", "full")}
+    for dataset in dict.fromkeys(d for datasets in at.values() for d in datasets):
+        on_cpu = [n for n in names if dataset in at[n, "cpu"]]
+        on_full = [n for n in names if dataset in at[n, "full"]]
+        if set(on_cpu) <= set(on_full) and all(
+            _done(get(n), "full", dataset, results_dir) for n in on_full
+        ):
+            plan[dataset] = "full"
+        elif on_cpu:
+            plan[dataset] = "cpu"
+    return plan
+
+
 def committed_at(name: str, scale: str, results_dir: str | None = None) -> Results | None:
     """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
     complete, read without training (``None`` when no data set's is): a page at one scale
