@@ -1,16 +1,19 @@
 """Result files: one JSON per finished (config, seed) unit, written atomically with provenance.
 
-Layout: ``<results_dir>/<experiment>/<scale>/<dataset>/<key>.json``. The key hashes the unit's
-whole configuration, the data fingerprint and the package version, so a changed setting never
-reuses an old result and a rerun skips every unit whose file exists. A unit's file appears
-only once it is complete (write to a temporary file, then rename), so an interrupted run loses
-at most the unit in flight.
+Layout: ``<results_dir>/<experiment>/<scale>/<dataset>/<key>.json.gz`` (gzip: a record is
+mostly per-epoch history, which compresses about 5 to 1, and the committed results travel with
+every checkout, to a GPU machine too, whose copy of the working tree is capped). The key
+hashes the unit's whole configuration, the data fingerprint and the package version, so a
+changed setting never reuses an old result and a rerun skips every unit whose file exists. A
+unit's file appears only once it is complete (write to a temporary file, then rename), so an
+interrupted run loses at most the unit in flight.
 
 This module also carries the paper's reference numbers as data, quoted with their table.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -120,19 +123,39 @@ def provenance(device: str) -> dict[str, Any]:
     return info
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` so that ``path`` either does not exist or holds the complete file."""
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` either does not exist or holds the complete file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=1, default=str)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON so that ``path`` either does not exist or holds the whole file."""
+    _write_atomic(path, json.dumps(obj, indent=1, default=str).encode())
+
+
+RECORD_SUFFIX = ".json.gz"
+
+
+def write_record_atomic(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a unit's record as gzipped JSON, atomically; the same record always gives the
+    same bytes (no time stamp or file name in the gzip header)."""
+    data = json.dumps(dict(record), indent=1, default=str).encode()
+    _write_atomic(path, gzip.compress(data, mtime=0))
+
+
+def read_record(path: Path) -> Any:
+    """A unit's record from its file (gzipped JSON)."""
+    return json.loads(gzip.decompress(path.read_bytes()))
 
 
 class UnitStore:
@@ -142,7 +165,7 @@ class UnitStore:
         self.root = resolve_results_dir(results_dir) / experiment / scale
 
     def path(self, dataset: str, key: str) -> Path:
-        return self.root / dataset / f"{key}.json"
+        return self.root / dataset / f"{key}{RECORD_SUFFIX}"
 
     def has(self, dataset: str, key: str) -> bool:
         """Whether the unit has a readable result file (a damaged one is moved aside)."""
@@ -150,7 +173,7 @@ class UnitStore:
 
     def save(self, dataset: str, key: str, record: Mapping[str, Any]) -> Path:
         path = self.path(dataset, key)
-        write_json_atomic(path, dict(record))
+        write_record_atomic(path, record)
         return path
 
     def load(self, dataset: str, key: str) -> dict[str, Any] | None:
@@ -161,10 +184,10 @@ class UnitStore:
         if not path.exists():
             return None
         try:
-            record = json.loads(path.read_text())
+            record = read_record(path)
             if not isinstance(record, dict) or record.get("key") != key:
                 raise ValueError(f"holds no record with key {key}")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OSError, EOFError) as exc:  # OSError: not gzip
             aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(path, aside)
             warnings.warn(

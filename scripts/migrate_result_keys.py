@@ -13,33 +13,33 @@ rewrites the file under its new name. It refuses to overwrite a different file.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from gblend.experiments.grid import Unit
 from gblend.experiments.records import RunRecord
-from gblend.results import unit_key, write_json_atomic
+from gblend.results import RECORD_SUFFIX, read_record, unit_key, write_record_atomic
 
 
 def migrate(results: Path, write: bool) -> tuple[int, int]:
     changed = same = 0
     for store in ("table1", "gblend"):
-        for path in sorted((results / store).glob("*/*/*.json")):
-            old = json.loads(path.read_text())
+        for path in sorted((results / store).glob(f"*/*/*{RECORD_SUFFIX}")):
+            old = read_record(path)
+            stem = path.name.removesuffix(RECORD_SUFFIX)
             scale = path.parent.parent.name
             unit = Unit.from_config(old["config"], scale)
             config = unit.config()
             key = unit_key(config, old["data_fingerprint"])
-            if key == path.stem:
+            if key == stem:
                 same += 1
                 continue
-            target = path.with_name(f"{key}.json")
+            target = path.with_name(f"{key}{RECORD_SUFFIX}")
             if target.exists():
                 raise FileExistsError(f"{target} exists; {path} would overwrite it")
             record = RunRecord.from_json({**old, "key": key, "config": config}).to_json()
             changed += 1
             if write:
-                write_json_atomic(target, record)
+                write_record_atomic(target, record)
                 path.unlink()
     return changed, same
 

@@ -26,7 +26,7 @@ def table1(results_dir, jobs: int = 1, **changes):
 
 
 def result_files(root):
-    return sorted(root.rglob("*.json"))
+    return sorted(root.rglob(f"*{gres.RECORD_SUFFIX}"))
 
 
 def test_rerun_skips_finished_units(tmp_path, monkeypatch):
@@ -52,7 +52,7 @@ def test_a_changed_setting_is_a_new_unit(tmp_path):
 
 def test_result_records_carry_provenance(tmp_path):
     table1(tmp_path)
-    record = json.loads(result_files(tmp_path)[0].read_text())
+    record = gres.read_record(result_files(tmp_path)[0])
     for field in ("git_commit", "torch_version", "device", "gblend_version", "cpu_model"):
         assert record["provenance"][field]
     assert record["provenance"]["threads"] >= 1
@@ -102,9 +102,9 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     done_before = len(result_files(interrupted))
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 1 <= done_before < 7
-    # every file present is complete JSON: none was left half-written
+    # every file present is a complete record: none was left half-written
     for path in result_files(interrupted):
-        json.loads(path.read_text())
+        gres.read_record(path)
 
     resumed, _ = table1(interrupted)
     reference, _ = table1(clean)
@@ -322,10 +322,11 @@ def test_units_differing_in_seed_and_learning_rate_share_a_batch(tmp_path):
 def test_a_damaged_result_file_is_named_moved_aside_and_recomputed(tmp_path):
     runs, _ = table1(tmp_path)
     victim = result_files(tmp_path)[0]
-    victim.write_text(victim.read_text()[:100])  # truncated, as by a full disk
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated, as by a full disk
     with pytest.warns(UserWarning, match=f"damaged result file .*{victim.name}"):
         again, _ = table1(tmp_path)
-    assert victim.exists() and json.loads(victim.read_text())["key"] == victim.stem
+    key = victim.name.removesuffix(gres.RECORD_SUFFIX)
+    assert victim.exists() and gres.read_record(victim)["key"] == key
     assert len(list(victim.parent.glob(f"{victim.name}.damaged-*"))) == 1
     pd.testing.assert_frame_equal(runs[["combo", "seed", "key"]], again[["combo", "seed", "key"]])
 
@@ -354,13 +355,12 @@ def test_rerun_check_compares_a_fresh_rerun_with_the_committed_records(tmp_path)
     # a committed record that differs is reported as it differs
     victim = next(
         p
-        for p in tmp_path.rglob("*.json")
-        if json.loads(p.read_text())["method"] == "naive"
-        and "+" in json.loads(p.read_text())["combo"]
+        for p in result_files(tmp_path)
+        if gres.read_record(p)["method"] == "naive" and "+" in gres.read_record(p)["combo"]
     )
-    record = json.loads(victim.read_text())
+    record = gres.read_record(victim)
     record["metrics"]["test_acc"] -= 0.25
-    victim.write_text(json.dumps(record))
+    gres.write_record_atomic(victim, record)
     moved = rerun_check("table2", "smoke", results_dir=str(tmp_path), jobs=1, datasets="mfeat")
     assert moved.set_index("method").test_acc_difference["naive"] == pytest.approx(0.25)
 
@@ -373,10 +373,10 @@ def test_recomputed_folders_are_compared_unit_by_unit(tmp_path):
     grid = ex.EXPERIMENTS["table1"].grid("smoke", "mfeat")
     for folder in (committed, rerun):
         ex.run_grid(list(grid), folder, progress=False, jobs=1)
-    victim = next(p for p in (tmp_path / "rerun").rglob("*.json"))
-    record = json.loads(victim.read_text())
+    victim = result_files(tmp_path / "rerun")[0]
+    record = gres.read_record(victim)
     record["metrics"]["test_acc"] += 0.1
-    victim.write_text(json.dumps(record))
+    gres.write_record_atomic(victim, record)
     frame = compare_folders(rerun, "smoke", ("table1",), committed, "mfeat")
     assert len(frame) == len(list(grid))
     assert sorted(frame.test_acc_difference.round(6).unique()) == [0.0, 0.1]
@@ -473,3 +473,14 @@ def test_the_strongest_method_is_named_and_a_tie_is_said_to_be_one():
     tie = ex.strongest_methods(comparison({"naive": 90.0, "uniform": 92.5, "online": 92.5}),
                                no_weights)  # fmt: skip
     assert tie == ["d: equal weights (auxiliary loss) and online G-Blend tie, 92.5%."]
+
+
+def test_a_record_file_is_gzipped_json_with_the_same_bytes_each_time(tmp_path):
+    record = {"key": "k", "history": {"epoch": list(range(60)) * 16}}
+    path = tmp_path / f"k{gres.RECORD_SUFFIX}"
+    gres.write_record_atomic(path, record)
+    first = path.read_bytes()
+    time.sleep(1.1)  # a time stamp in the gzip header would differ now
+    gres.write_record_atomic(path, record)
+    assert path.read_bytes() == first and gres.read_record(path) == record
+    assert len(first) < len(json.dumps(record)) / 5  # the history compresses

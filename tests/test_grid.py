@@ -1,6 +1,5 @@
 """The engine: grids, the method and dataset registries, typed records, committed results."""
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -12,16 +11,16 @@ from gblend import data as gdata
 from gblend import experiments as ex
 from gblend.experiments import methods as gmethods
 from gblend.experiments.grid import Unit
-from gblend.results import canonical_json, unit_key
+from gblend.results import RECORD_SUFFIX, canonical_json, read_record, unit_key
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def committed():
     stores = {method.store for method in gmethods.METHODS.values()}
-    for path in sorted(RESULTS.glob("*/*/*/*.json")):
+    for path in sorted(RESULTS.glob(f"*/*/*/*{RECORD_SUFFIX}")):
         if path.parts[-4] in stores:
-            yield path, json.loads(path.read_text())
+            yield path, read_record(path)
 
 
 def test_every_committed_result_is_named_by_the_key_of_its_config():
@@ -30,7 +29,8 @@ def test_every_committed_result_is_named_by_the_key_of_its_config():
     for path, record in files:
         unit = Unit.from_config(record["config"], scale=path.parts[-3])
         assert canonical_json(unit.config()) == canonical_json(record["config"]), path
-        assert unit_key(unit.config(), record["data_fingerprint"]) == path.stem == record["key"]
+        stem = path.name.removesuffix(RECORD_SUFFIX)
+        assert unit_key(unit.config(), record["data_fingerprint"]) == stem == record["key"]
 
 
 @pytest.mark.parametrize("name", list(ex.EXPERIMENTS))
@@ -232,7 +232,7 @@ def test_a_users_dataset_runs_table1_and_gblend(toy_dataset, tmp_path):
     table1 = ex.run(ex.EXPERIMENTS["table1"].grid("smoke", toy_dataset), str(tmp_path), jobs=1)
     assert set(table1.runs.combo) == {"left", "right", "left+right"}
     # Table 1's runs are Table 4's naive runs: found, not trained again
-    assert len(list(tmp_path.rglob("*.json"))) == 3 + 1
+    assert len(list(tmp_path.rglob(f"*{RECORD_SUFFIX}"))) == 3 + 1
 
 
 def test_registering_checks_the_arrays():
