@@ -124,6 +124,19 @@ def test_learned_weights_receive_gradients_and_are_kept_over_training(toy):
     assert learned == pytest.approx({k: v for k, v in best.items() if k != "epoch"})
 
 
+def test_learned_weights_stay_defined_where_the_log_variances_run_away():
+    from gblend.models import UncertaintyWeights
+
+    weighting = UncertaintyWeights(("a", "b", JOINT))
+    with torch.no_grad():  # as seen at full scale: after a blow-up every exp(-s) underflows
+        for name, value in (("a", 65769.5), ("b", 228.1), (JOINT, 75492.7)):
+            weighting.log_vars[name].fill_(value)
+    assert weighting.weights() == {"a": 0.0, "b": 1.0, JOINT: 0.0}
+    with torch.no_grad():  # and before it, a head whose loss went to zero: exp(-s) overflows
+        weighting.log_vars[JOINT].fill_(-200.0)
+    assert weighting.weights()[JOINT] == 1.0
+
+
 def vector_specs():
     return {m: gdata.ModalitySpec(m, "vector", (4,)) for m in ("a", "b")}
 
