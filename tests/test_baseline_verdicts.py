@@ -131,3 +131,30 @@ def test_claim14_reads_eight_differences_across_the_optimizers():
     # the adaptive optimizers' naive gap no larger than SGD's: only that part fails
     smaller_gap = baselines.table3_claims(table3_runs(0, 71), NO_WEIGHTS)
     assert verdict(smaller_gap, 14) == PARTLY
+
+
+def test_a_learned_weight_that_runs_away_and_falls_is_named_with_its_accuracy():
+    # seed 0: the fused head's weight grows to 0.9, then the run blows up (chance at the end)
+    paths = {0: (0.25, 0.9, 0.0), 1: (0.25, 0.5, 0.6)}
+    accs = {0: (0.8, 0.9, 0.1), 1: (0.8, 0.85, 0.9)}
+    learned = pd.DataFrame(
+        [{"dataset": "d", "seed": seed, "epoch": epoch, "head": head,
+          "weight": w if head == "joint" else (1 - w) / 2}
+         for seed, path in paths.items() for epoch, w in enumerate(path)
+         for head in ("a", "b", "joint")]  # fmt: skip
+    )
+    history = pd.DataFrame(
+        [{"dataset": "d", "seed": seed, "method": "uncertainty", "epoch": epoch, "head": "joint",
+          "split": split, "acc": acc, "loss": 1 - acc}
+         for seed, path in accs.items() for epoch, acc in enumerate(path)
+         for split in ("train_subset", "test")]  # fmt: skip
+    )
+    table = baselines.learned_weight_drift(learned, history)
+    assert list(table.peak_joint_weight) == [0.9, 0.6] and list(table.peak_epoch) == [1, 2]
+    assert list(table.last_test_acc) == pytest.approx([10.0, 90.0])
+    text = baselines.learned_weight_findings(table)["d"]
+    assert "peaks at 0.75 (median over 2 seeds, at epoch 1)" in text
+    assert "in 1 of 2 seeds (0) it has fallen below 0.05" in text
+    assert "end at 10.0% test accuracy (the others at 90.0%)" in text
+    steady = baselines.learned_weight_findings(table[table.seed == 1])["d"]
+    assert steady.endswith("in no seed has it fallen below 0.05 by the last epoch.")

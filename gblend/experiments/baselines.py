@@ -316,16 +316,25 @@ def equivalent(diff: PairedDifference, margin: float) -> str:
     return f"{NOT_DETECTABLE} (these seeds detect about ±{(diff.high - diff.low) / 2:.2g} pts)"
 
 
+# A fused-head learned weight below this at the last epoch, after its peak: the run blew up
+RUNAWAY_WEIGHT = 0.05
+
+
 def learned_weight_drift(learned: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Claim 11's second half, per run of the learned-weights baseline: the head its learned
     weight favours at the last epoch, and the head with the lowest loss on the train subset
-    T' then (the paper: the weights drift to it, the fused head)."""
+    T' then (the paper: the weights drift to it, the fused head); the fused head's peak
+    weight over training, its epoch, and the fused head's test accuracy (%) at the last epoch
+    (the learned log-variances have no bound: see :func:`learned_weight_findings`)."""
     rows = []
     for (dataset, seed), w in learned.groupby(["dataset", "seed"], sort=False):
         last = w[w.epoch == w.epoch.max()].set_index("head").weight
+        joint = w[w["head"] == JOINT].set_index("epoch").weight
         mine = (history.dataset == dataset) & (history.seed == seed)
-        h = history[mine & (history.method == "uncertainty") & (history.split == "train_subset")]
+        runs = history[mine & (history.method == "uncertainty")]
+        h = runs[runs.split == "train_subset"]
         h = h[h.epoch == h.epoch.max()].set_index("head").loss
+        test = runs[(runs.split == "test") & (runs["head"] == JOINT)]
         rows.append(
             {
                 "dataset": dataset,
@@ -334,9 +343,38 @@ def learned_weight_drift(learned: pd.DataFrame, history: pd.DataFrame) -> pd.Dat
                 "favoured_weight": last.max(),
                 "lowest_train_loss": h.idxmin() if len(h) else "",
                 "joint_weight": last.get(JOINT, np.nan),
+                "peak_joint_weight": joint.max() if len(joint) else np.nan,
+                "peak_epoch": int(joint.idxmax()) if len(joint) else -1,
+                "last_test_acc": 100 * test[test.epoch == test.epoch.max()].acc.mean(),
             }
         )
     return pd.DataFrame(rows)
+
+
+def learned_weight_findings(drift: pd.DataFrame) -> dict[str, str]:
+    """Per data set, what the learned weights did: the fused head's weight grows while its
+    training loss goes to zero (its log-variance falls without bound, so its effective
+    learning rate grows), and where a step then blows the network up the weight falls below
+    :data:`RUNAWAY_WEIGHT` and the run ends near chance."""
+    out = {}
+    for dataset, d in drift.groupby("dataset", sort=False):
+        text = (
+            f"{dataset}: the fused head's learned weight peaks at "
+            f"{d.peak_joint_weight.median():.2f} (median over {len(d)} seeds, at epoch "
+            f"{int(d.peak_epoch.median())})"
+        )
+        fell = d[(d.joint_weight < RUNAWAY_WEIGHT) & (d.peak_joint_weight > d.joint_weight)]
+        if len(fell):
+            text += (
+                f"; in {len(fell)} of {len(d)} seeds ({', '.join(map(str, fell.seed))}) it has "
+                f"fallen below {RUNAWAY_WEIGHT} by the last epoch, and those runs end at "
+                f"{fell.last_test_acc.mean():.1f}% test accuracy (the others at "
+                f"{d.drop(fell.index).last_test_acc.mean():.1f}%)"
+            )
+        else:
+            text += f"; in no seed has it fallen below {RUNAWAY_WEIGHT} by the last epoch"
+        out[dataset] = text + "."
+    return out
 
 
 def table5_claims(
