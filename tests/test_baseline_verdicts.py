@@ -156,5 +156,7 @@ def test_a_learned_weight_that_runs_away_and_falls_is_named_with_its_accuracy():
     assert "peaks at 0.75 (median over 2 seeds, at epoch 1)" in text
     assert "in 1 of 2 seeds (0) it has fallen below 0.05" in text
     assert "end at 10.0% test accuracy (the others at 90.0%)" in text
+    fallen = baselines.learned_weight_findings(table[table.seed == 0])["d"]
+    assert fallen.endswith("end at 10.0% test accuracy.")
     steady = baselines.learned_weight_findings(table[table.seed == 1])["d"]
     assert steady.endswith("in no seed has it fallen below 0.05 by the last epoch.")

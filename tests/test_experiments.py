@@ -454,6 +454,17 @@ def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
     assert small["verdict"].startswith("not detectable")
     held = claim_row("d", 5, "s", [("vs naive", part([2.0, 2.5, 1.8, 2.2, 2.1]), "higher")])
     assert held["verdict"] == "reproduced" and "more than" not in held["evidence"]
+    # a part that holds makes the claim partly true, a collapse elsewhere or not
+    mixed = [
+        ("a", part([2.0, 2.5, 1.8, 2.2, 2.1]), "higher"),
+        ("b", part([0.5, 0.2, -40.0, 0.1, 0.3]), "higher"),
+    ]
+    assert claim_row("d", 4, "s", mixed)["verdict"] == "partly"
+    # far below is no collapse where the claim expects below (claim 4's remedies)
+    below = [("a", part([-18.0, -19.5, -17.0, -20.0, -18.5]), "lower")]
+    assert claim_row("d", 4, "s", below)["verdict"] == "reproduced"
+    noisy_below = [("a", part([-40.0, 5.0, -2.0, 8.0, 1.0]), "lower")]
+    assert claim_row("d", 4, "s", noisy_below)["verdict"].startswith("not detectable")
 
 
 def test_the_strongest_method_is_named_and_a_tie_is_said_to_be_one():

@@ -368,9 +368,11 @@ def learned_weight_findings(drift: pd.DataFrame) -> dict[str, str]:
             text += (
                 f"; in {len(fell)} of {len(d)} seeds ({', '.join(map(str, fell.seed))}) it has "
                 f"fallen below {RUNAWAY_WEIGHT} by the last epoch, and those runs end at "
-                f"{fell.last_test_acc.mean():.1f}% test accuracy (the others at "
-                f"{d.drop(fell.index).last_test_acc.mean():.1f}%)"
+                f"{fell.last_test_acc.mean():.1f}% test accuracy"
             )
+            others = d.drop(fell.index)
+            if len(others):
+                text += f" (the others at {others.last_test_acc.mean():.1f}%)"
         else:
             text += f"; in no seed has it fallen below {RUNAWAY_WEIGHT} by the last epoch"
         out[dataset] = text + "."

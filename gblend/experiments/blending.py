@@ -20,7 +20,6 @@ from scipy import stats as sstats
 from gblend.experiments import methods as gmethods
 from gblend.experiments.records import SELECTIONS, metric_column
 from gblend.experiments.stats import (
-    CONTRADICTED,
     HIGHER,
     LOWER,
     NOT_DETECTABLE,
@@ -285,17 +284,19 @@ def _describe(name: str, paired, want: str) -> str:
 def claim_row(dataset: str, number: int, statement: str, parts, evidence: str = "") -> dict:
     """A claim's row from ``parts`` ``(name, (paired difference, per seed) or None, the
     direction the claim expects)``: :func:`stats.label` over the parts that were run; one that
-    neither holds nor is contradicted while the method collapsed in some seed is labelled a
-    collapse (its interval is wide because of that seed, not for want of seeds). The evidence
-    names each difference with its median and collapses, then ``evidence``."""
+    neither holds nor is contradicted (not detectable) while the method collapsed in some seed
+    of a part that expects it higher is labelled a collapse (its interval is wide because of
+    that seed, not for want of seeds; far below is what a part that expects lower claims).
+    The evidence names each difference with its median and collapses, then ``evidence``."""
     present = [(n, x, want) for n, x, want in parts if x is not None]
     if not present:
         verdict = "undetermined (not run)"
     else:
         verdict = label([(diff, want, "pts") for _, (diff, _), want in present])
-        collapsed = max(int((per_seed < -COLLAPSE).sum()) for _, (_, per_seed), _ in present)
+        expected_higher = [per_seed for _, (_, per_seed), want in present if want == HIGHER]
+        collapsed = max((int((p < -COLLAPSE).sum()) for p in expected_higher), default=0)
         seeds = max(len(per_seed) for _, (_, per_seed), _ in present)
-        if collapsed and verdict not in (REPRODUCED, CONTRADICTED, ONE_SEED):
+        if collapsed and verdict.startswith(NOT_DETECTABLE):
             verdict = f"{COLLAPSED} in {collapsed} of {seeds} seeds"
     described = [_describe(n, x, want) for n, x, want in present]
     return {
