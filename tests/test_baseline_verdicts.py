@@ -103,6 +103,17 @@ def test_claim11_needs_both_the_equivalence_with_naive_and_the_drift():
     assert verdict(far, 11) == CONTRADICTED  # 6 points below naive, outside the margin
 
 
+def test_claim11_judges_the_drift_only_on_runs_that_did_not_collapse():
+    # every learned-weights run blew up (10%): its one head left trained "has" both
+    blown = drift("a").assign(lowest_train_loss="a")
+    collapsed = baselines.table5_claims(table5_runs(10, 70), NO_WEIGHTS, blown)
+    assert verdict(collapsed, 11) == CONTRADICTED
+    evidence = collapsed[collapsed.claim == 11].evidence.item()
+    assert "in 0 of the 0 that did not collapse (more than 10 pts below naive in 5)" in evidence
+    steady = baselines.table5_claims(table5_runs(60, 70), NO_WEIGHTS, blown)
+    assert verdict(steady, 11) == PARTLY  # 6 below: no collapse, and the drift holds
+
+
 def test_claim12_applies_only_where_naive_fusion_beats_the_best_unimodal_model():
     below = baselines.table5_claims(table5_runs(66, 72), NO_WEIGHTS, drift("joint"))
     assert verdict(below, 12) == baselines.NOT_APPLICABLE
