@@ -329,6 +329,7 @@ class UncertaintyWeights(nn.Module):
         """The current effective weights exp(-s_h), normalised to sum 1 (as G-Blend's): a
         softmax of -s, which stays defined where every exp(-s_h) under- or overflows (the
         s_h have no bound: a head whose training loss goes to zero drives its s_h down
-        without end, until a step blows the network up and the s_h jump by thousands)."""
+        without end, and a step can then blow the network up, after which the s_h jump by
+        thousands)."""
         s = torch.stack([v.detach() for v in self.log_vars.values()])
         return dict(zip(self.log_vars.keys(), torch.softmax(-s, dim=0).tolist(), strict=True))

@@ -1,4 +1,5 @@
-"""Result files: one JSON per finished (config, seed) unit, written atomically with provenance.
+"""Result files: one gzipped JSON record per finished (config, seed) unit, written atomically,
+with provenance.
 
 Layout: ``<results_dir>/<experiment>/<scale>/<dataset>/<key>.json.gz`` (gzip: a record is
 mostly per-epoch history, which compresses about 5 to 1, and the committed results travel with

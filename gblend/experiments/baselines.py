@@ -316,7 +316,7 @@ def equivalent(diff: PairedDifference, margin: float) -> str:
     return f"{NOT_DETECTABLE} (these seeds detect about ±{(diff.high - diff.low) / 2:.2g} pts)"
 
 
-# A fused-head learned weight below this at the last epoch, after its peak: the run blew up
+# A fused-head learned weight below this at the last epoch, after a higher peak: it fell back
 RUNAWAY_WEIGHT = 0.05
 
 
@@ -354,8 +354,9 @@ def learned_weight_drift(learned: pd.DataFrame, history: pd.DataFrame) -> pd.Dat
 def learned_weight_findings(drift: pd.DataFrame) -> dict[str, str]:
     """Per data set, what the learned weights did: the fused head's weight grows while its
     training loss goes to zero (its log-variance falls without bound, so its effective
-    learning rate grows), and where a step then blows the network up the weight falls below
-    :data:`RUNAWAY_WEIGHT` and the run ends near chance."""
+    learning rate grows), and a step can then blow the network up; the seeds whose fused-head
+    weight has fallen back below :data:`RUNAWAY_WEIGHT` by the last epoch are named, with the
+    test accuracy their runs end at."""
     out = {}
     for dataset, d in drift.groupby("dataset", sort=False):
         text = (
