@@ -82,9 +82,11 @@ def resolve_scale(scale: str, notebook: Path, results_dir: Path) -> str:
     shown = experiments.for_notebook(notebook.stem)
     if not shown:  # a page without a grid of its own (the benchmark)
         return "cpu"
-    if all(experiments.is_complete(e.name, "full", str(results_dir)) for e in shown):
+    names = [e.name for e in shown]
+    plan = experiments.published_plan(names, str(results_dir))
+    on_full = {d for name in names for d in experiments.scale_datasets(name, "full")}
+    if all(plan.get(d) == "full" for d in on_full):
         return "full"
-    plan = experiments.published_plan([e.name for e in shown], str(results_dir))
     return "published" if "full" in plan.values() else "cpu"
 
 

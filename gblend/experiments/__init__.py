@@ -29,6 +29,7 @@ from gblend.experiments.registry import (
     for_notebook,
     is_complete,
     published_plan,
+    scale_datasets,
 )
 from gblend.experiments.runner import execution_plan, missing, run, run_grid, run_unit
 from gblend.experiments.scales import SCALES, Scale, get_scale
@@ -67,6 +68,7 @@ __all__ = [
     "get_scale",
     "is_complete",
     "published_plan",
+    "scale_datasets",
     "mean_weights",
     "metric_column",
     "missing",
