@@ -14,12 +14,14 @@ from gblend.data import (
     MFEAT_DEFAULT_VIEWS,
     Dataset,
     DataUnavailableError,
+    hapt,
     load,
     mfeat,
     modality_names,
 )
 from gblend.data import carriers as carriers_mod
 from gblend.data.base import fingerprint
+from gblend.data.splits import group_splits
 
 SMALL = {"synthetic": 600, "avdigits": 600, "hapt": 1200, "mfeat": 600}
 SPLITS = ("train", "heldout", "val", "test")
@@ -61,7 +63,10 @@ def test_split_sizes_follow_fractions(ds: Dataset) -> None:
     assert abs(sizes["test"] - 0.2) < tol
     assert abs(sizes["val"] - 0.1) < tol
     pool = sizes["train"] + sizes["heldout"]
-    assert abs(sizes["heldout"] / pool - 0.08) < (0.02 if ds.name != "hapt" else 0.06)
+    if ds.name == "hapt":  # V holds HELDOUT_SUBJECTS of the 21 training subjects, not 8%
+        assert abs(sizes["heldout"] / pool - hapt.HELDOUT_SUBJECTS / 21) < 0.06
+    else:
+        assert abs(sizes["heldout"] / pool - 0.08) < 0.02
 
 
 @pytest.mark.parametrize("name", ["synthetic", "avdigits", "mfeat"])  # hapt: by subject
@@ -151,6 +156,22 @@ def test_hapt_splits_are_subject_disjoint() -> None:
         for t in SPLITS[i + 1 :]:
             assert not groups[s] & groups[t], (s, t)
     assert sum(len(g) for g in groups.values()) == 30
+    assert len(groups["heldout"]) >= hapt.HELDOUT_SUBJECTS == 4
+
+
+def test_group_splits_keep_a_minimum_of_heldout_groups() -> None:
+    groups = np.repeat(np.arange(30), 5)
+    _, by_fraction = group_splits(groups, seed=0)
+    assert len(by_fraction["heldout"]) == 2  # 8% of the 21 training subjects
+    _, at_least = group_splits(groups, seed=0, min_heldout_groups=4)
+    assert len(at_least["heldout"]) == 4
+    assert {s: len(g) for s, g in at_least.items() if s != "heldout"} == {
+        "test": 6,
+        "val": 3,
+        "train": 17,
+    }
+    with pytest.raises(ValueError, match="min_heldout_groups"):
+        group_splits(groups, seed=0, min_heldout_groups=21)
 
 
 def test_avdigits_pairs_match_class_and_stay_in_split() -> None:

@@ -11,9 +11,10 @@ overlap), taken inside each maximal run of one activity label, so every window h
 label (transitions and unlabeled steps are dropped); labels 1..6 become classes 0..5.
 
 Splits are by subject (windows overlap, so random windows would leak): test ~20% and val ~10%
-of the subjects, heldout V ~`heldout_frac` of the remaining training subjects, at least one
-subject each. With ``max_samples`` the subject split is made first and then windows are
-subsampled (seeded, class-stratified) inside each split, in proportion to its size.
+of the subjects, heldout V ~`heldout_frac` of the remaining training subjects but at least
+``HELDOUT_SUBJECTS`` (4 of 30, where the fraction alone gives 2), at least one subject each.
+With ``max_samples`` the subject split is made first and then windows are subsampled (seeded,
+class-stratified) inside each split, in proportion to its size.
 
 Knobs: ``window`` (int, 128), ``stride`` (int, 64).
 """
@@ -33,6 +34,7 @@ from .carriers import carrier_file, provenance
 from .splits import group_splits, stratified_subsample
 
 MODALITIES: tuple[str, ...] = ("acc", "gyro")
+HELDOUT_SUBJECTS = 4
 KNOBS: dict[str, Any] = {"window": 128, "stride": 64}
 CLASSES: tuple[str, ...] = (
     "walking", "walking_upstairs", "walking_downstairs", "sitting", "standing", "laying",
@@ -109,7 +111,9 @@ def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
     if window < 2 or stride < 1:
         raise ValueError(f"need window >= 2 and stride >= 1, got {window}, {stride}")
     x, y, subjects = _windows(window, stride)
-    splits, split_subjects = group_splits(subjects, seed, **fracs)
+    splits, split_subjects = group_splits(
+        subjects, seed, **fracs, min_heldout_groups=HELDOUT_SUBJECTS
+    )
     if max_samples is not None and max_samples < len(y):
         # keep the subject split, thin each split's windows in proportion
         keep_parts = []

@@ -72,8 +72,11 @@ def group_splits(
     heldout_frac: float = HELDOUT_FRAC,
     test_frac: float = TEST_FRAC,
     val_frac: float = VAL_FRAC,
+    min_heldout_groups: int = 1,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
-    """Whole groups per split (seeded shuffle of the group ids, at least one group each).
+    """Whole groups per split (seeded shuffle of the group ids, at least one group each, and
+    at least ``min_heldout_groups`` in heldout V: V's losses drive the blend weights, and a V
+    of one or two subjects measures those subjects more than generalisation).
 
     Returns sample indices per split and the group ids per split.
     """
@@ -85,7 +88,12 @@ def group_splits(
     n_test = max(1, round(test_frac * len(ids)))
     n_val = max(1, round(val_frac * len(ids)))
     rest = len(ids) - n_test - n_val
-    n_heldout = min(max(1, round(heldout_frac * rest)), rest - 1)
+    if not 1 <= min_heldout_groups < rest:
+        raise ValueError(
+            f"min_heldout_groups must be in [1, {rest - 1}] to leave a training group, "
+            f"got {min_heldout_groups}"
+        )
+    n_heldout = min(max(min_heldout_groups, round(heldout_frac * rest)), rest - 1)
     cuts = np.cumsum([n_test, n_val, n_heldout])
     parts = dict(zip(("test", "val", "heldout", "train"), np.split(order, cuts), strict=True))
     splits = {s: _sorted(np.flatnonzero(np.isin(groups, g))) for s, g in parts.items()}
