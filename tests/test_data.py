@@ -14,6 +14,7 @@ from gblend.data import (
     MFEAT_DEFAULT_VIEWS,
     Dataset,
     DataUnavailableError,
+    avdigits,
     hapt,
     load,
     mfeat,
@@ -217,6 +218,45 @@ def test_knobs_change_the_data() -> None:
         load("synthetic", max_samples=300, heldout_frac=0.2).info["split_sizes"]
         != (load("synthetic", max_samples=300).info["split_sizes"])
     )
+
+
+def test_av_mnist_degradation_keeps_the_leading_components_and_adds_noise() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(60, 1, 4, 4)).astype(np.float32) * np.linspace(3, 0.1, 16).reshape(
+        1, 1, 4, 4
+    )
+    clips = rng.normal(size=(60, 5, 3)).astype(np.float32)
+    train = np.arange(40)
+    same = avdigits.degrade(images, clips, train, image_energy=1.0, audio_noise=0.0, seed=0)
+    assert np.array_equal(same[0], images) and np.array_equal(same[1], clips)
+
+    kept, noisy = avdigits.degrade(images, clips, train, image_energy=0.5, audio_noise=2.0, seed=0)
+    flat = images.reshape(60, -1).astype(np.float64)
+    sv = np.linalg.svd(flat[train] - flat[train].mean(0), compute_uv=False)
+    k = int(np.searchsorted(np.cumsum(sv**2) / np.sum(sv**2), 0.5)) + 1
+    centred = kept.reshape(60, -1) - flat[train].mean(0)
+    assert 1 <= k < 16 and np.linalg.matrix_rank(centred, tol=1e-3) == k  # every row, test too
+    added = (noisy - clips)[train]
+    assert np.allclose(added.std(axis=(0, 1)), 2.0 * clips[train].std(axis=(0, 1)), rtol=0.2)
+    # fitted on the train rows only: other rows do not move the projection of the train rows
+    changed = images.copy()
+    changed[50:] *= 10
+    moved, _ = avdigits.degrade(changed, clips, train, image_energy=0.5, audio_noise=0.0, seed=0)
+    assert np.allclose(moved[train], kept[train])
+    with pytest.raises(ValueError, match="image_energy"):
+        avdigits.degrade(images, clips, train, image_energy=0.0, audio_noise=0.0, seed=0)
+
+
+def test_a_knob_added_later_is_in_the_fingerprint_only_away_from_its_default() -> None:
+    plain = small("avdigits")
+    assert "image_energy" not in plain.info["knobs"]
+    assert small("avdigits", image_energy=1.0, audio_noise=0.0).fingerprint == plain.fingerprint
+    degraded = small("avdigits", **avdigits.AV_MNIST)
+    assert degraded.fingerprint != plain.fingerprint
+    assert degraded.info["knobs"]["image_energy"] == avdigits.AV_MNIST["image_energy"]
+    assert not torch.equal(degraded.x["image"], plain.x["image"])
+    assert not torch.equal(degraded.x["audio"], plain.x["audio"])
+    assert np.array_equal(degraded.y.numpy(), plain.y.numpy())
 
 
 def test_info_is_json_and_records_sources() -> None:

@@ -113,7 +113,12 @@ def test_regime_map_reads_naive_against_best_uni_and_offline_against_naive():
     findings = regimes.regime_findings(table.reset_index())
     assert "below the best uni-modal model in 1 of 2 cells: avdigits at 0.1 of train" in findings[0]
     assert "above in 1: avdigits at 1 of train" in findings[1]
-    assert "correlation between naive's gap and offline's gain over naive -1.00" in findings[2]
+    assert "too few cells for a rank correlation" in findings[2]  # two cells: ranks say nothing
+    four = pd.concat([table.reset_index(), table.reset_index().assign(dataset="hapt")])
+    four["offline_vs_naive"] = [1.0, 3.0, 0.5, 2.0]  # falls as naive's gap rises, cell by cell
+    four["naive_vs_uni"] = [2.0, -2.0, 4.0, 0.0]
+    tracked = regimes.regime_findings(four)[2]
+    assert "correlation between naive's gap and offline's gain over naive -1.00 (4 cells" in tracked
 
 
 def test_a_page_names_the_sweeps_it_did_not_run():
@@ -150,3 +155,29 @@ def test_another_scale_s_map_leaves_out_what_the_page_shows_at_that_scale(monkey
     assert text == "At `full` scale the map is committed for avdigits." and len(table) == 2
     text, table = regimes.map_at("full", shown=["avdigits"])
     assert text.endswith("for avdigits; it is the map above.") and table is None
+
+
+def test_the_constructed_variant_runs_at_full_only_on_degraded_avdigits():
+    from gblend.data.avdigits import AV_MNIST
+    from gblend.experiments import EXPERIMENTS, GridError, scale_datasets
+    from gblend.results import canonical_json
+
+    entry = EXPERIMENTS["degraded"]
+    assert scale_datasets("degraded", "cpu") == () and scale_datasets("degraded", "full") == (
+        "avdigits",
+    )
+    with pytest.raises(GridError, match="full scale only"):
+        entry.grid("cpu")
+    units = list(entry.grid("full"))
+    assert {u.dataset for u in units} == {"avdigits"} and len({u.seed for u in units}) == 5
+    assert all(u.data_knobs[k] == v for u in units for k, v in AV_MNIST.items())
+    plain = {
+        canonical_json(u.config()) for u in EXPERIMENTS["regime"].grid("full", datasets="avdigits")
+    }
+    assert plain and not plain & {canonical_json(u.config()) for u in units}  # never the real set
+    assert regimes.constructed_at(None)[1] is None
+
+
+def test_the_constructed_variant_is_read_only_where_committed(tmp_path):
+    text, table = regimes.constructed_at("full", str(tmp_path))
+    assert text == "The constructed variant is not yet committed at `full` scale." and table is None

@@ -72,6 +72,7 @@ for _module in (synthetic, avdigits, hapt, mfeat):
             study=tuple(MFEAT_DEFAULT_VIEWS) if _module is mfeat else (),
             cost=_BUILTIN_COST[_name],
             builtin=True,
+            later_knobs=tuple(getattr(_module, "LATER_KNOBS", ())),
         )
     )
 BUILTIN_DATASETS: tuple[str, ...] = names()
@@ -132,6 +133,10 @@ def load(
     # every input that shapes the arrays goes into the fingerprint and info (train_frac only
     # below 1, so that the whole train split keeps the fingerprint it always had)
     thinned = {TRAIN_FRAC: train_frac} if train_frac < 1 else {}
-    used = {"seed": seed, "max_samples": max_samples, **fracs, **entry.knobs, **knobs, **thinned}
+    defaults = {k: v for k, v in entry.knobs.items() if k not in entry.later_knobs}
+    later = {k: knobs.pop(k) for k in entry.later_knobs if k in knobs}
+    later = {k: v for k, v in later.items() if v != entry.knobs[k]}  # likewise: only when set
+    used = {"seed": seed, "max_samples": max_samples, **fracs, **defaults, **knobs, **later,
+            **thinned}  # fmt: skip
     ds = entry.build(seed, max_samples, fracs, used)
     return ds if modalities is None else ds.select(list(modalities))

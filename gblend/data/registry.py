@@ -33,7 +33,9 @@ class DatasetEntry:
     experiments use (default: all); ``knobs``: keyword knobs of ``build`` with their defaults;
     ``cost``: rough time of one run relative to a naive run on ``avdigits``, one number or one
     per kind of device (``{"cpu": ..., "cuda": ...}``; it orders the process pool, nothing
-    else); ``builtin``: shipped with gblend.
+    else); ``builtin``: shipped with gblend; ``later_knobs``: knobs added after results were
+    first fingerprinted, which enter a fingerprint only when set away from their default (so
+    that every earlier result keeps its fingerprint).
     """
 
     name: str
@@ -43,6 +45,7 @@ class DatasetEntry:
     study: tuple[str, ...] = ()
     cost: float | Mapping[str, float] = 1.0
     builtin: bool = False
+    later_knobs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.modalities:
@@ -52,6 +55,8 @@ class DatasetEntry:
         unknown = [m for m in self.study if m not in self.modalities]
         if unknown:
             raise ValueError(f"study modalities {unknown} are not modalities of {self.name!r}")
+        if not set(self.later_knobs) <= set(self.knobs):
+            raise ValueError(f"later knobs of {self.name!r} must be among its knobs")
 
     @property
     def study_modalities(self) -> tuple[str, ...]:

@@ -211,6 +211,9 @@ def regime_map(
     return pd.DataFrame(rows)
 
 
+MIN_CELLS_FOR_RANKS = 4  # a rank correlation over fewer cells is one of a handful of values
+
+
 def regime_findings(table: pd.DataFrame) -> list[str]:
     """Where naive fusion is detectably below / above the best uni-modal model, and whether
     offline G-Blend's gain over naive tracks naive's gap (rank correlation over the cells)."""
@@ -229,17 +232,21 @@ def regime_findings(table: pd.DataFrame) -> list[str]:
 
     below = table.naive_vs_uni_verdict == LOWER
     above = table.naive_vs_uni_verdict == HIGHER
-    rho = sstats.spearmanr(table.naive_vs_uni, table.offline_vs_naive).statistic
     gains = int((table.offline_vs_naive_verdict == HIGHER).sum())
+    tracking = "too few cells for a rank correlation with naive's gap"
+    if len(table) >= MIN_CELLS_FOR_RANKS:
+        rho = sstats.spearmanr(table.naive_vs_uni, table.offline_vs_naive).statistic
+        tracking = (
+            f"rank correlation between naive's gap and offline's gain over naive {rho:+.2f} "
+            f"({len(table)} cells; the paper's account expects a negative one: the larger "
+            "naive's deficit, the larger G-Blend's gain)"
+        )
     return [
         f"Naive fusion detectably below the best uni-modal model in {int(below.sum())} of "
         f"{len(table)} cells: {cells(below)}.",
         f"Detectably above in {int(above.sum())}: {cells(above)}. "
         + _resolution(table, "naive_vs_uni"),
-        f"Offline G-Blend detectably above naive in {gains} of {len(table)} cells; rank "
-        f"correlation between naive's gap and offline's gain over naive {rho:+.2f} "
-        f"({len(table)} cells; the paper's account expects a negative one: the larger naive's "
-        "deficit, the larger G-Blend's gain).",
+        f"Offline G-Blend detectably above naive in {gains} of {len(table)} cells; {tracking}.",
     ]
 
 
@@ -268,3 +275,21 @@ def map_at(
         text += "; it is the map above" if above == names else f"; {', '.join(above)} above"
         table = table[~table.dataset.isin(above)]
     return text + ".", table if len(table) else None
+
+
+CONSTRUCTED_LABEL = "avdigits, AV-MNIST-style (constructed)"
+
+
+def constructed_at(
+    scale: str | None, results_dir: str | None = None
+) -> tuple[str, pd.DataFrame | None]:
+    """A sentence on the constructed AV-MNIST-style variant's map (the ``degraded``
+    experiment, run at full only) and its table, read without training (``None`` where it is
+    not committed, or at smoke)."""
+    if scale is None:
+        return "A `smoke` page shows no constructed variant.", None
+    results = committed_at("degraded", scale, results_dir)
+    if results is None:
+        return f"The constructed variant is not yet committed at `{scale}` scale.", None
+    table = regime_map(results.runs, results.weights).assign(dataset=CONSTRUCTED_LABEL)
+    return f"At `{scale}` scale, {int(table.seeds.min())} seeds per cell:", table

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from gblend.data.avdigits import AV_MNIST
 from gblend.experiments import selection
 from gblend.experiments.grid import Grid, GridError
 from gblend.experiments.records import Results
@@ -47,6 +48,9 @@ class Experiment:
     # record fields the page reads that older results lack (e.g. per-class accuracy): a grid
     # whose results lack one is not done
     requires: tuple[str, ...] = ()
+    # the scales it runs at: a constructed variant may run at full only (smoke, which tests
+    # the pipeline, always)
+    scales: tuple[str, ...] = ("smoke", "cpu", "full")
 
     def search_grid(self, scale: str = "cpu", **params: Any) -> Grid:
         """The search of an experiment that selects: its grid on the calibration seeds, for
@@ -77,6 +81,8 @@ class Experiment:
         defaults). An experiment that selects keeps the settings its search chose (read from
         the search's results in ``results_dir``; a search not yet complete raises: run
         :meth:`search_grid` first); ``selected=False`` gives every setting."""
+        if scale not in self.scales:
+            raise GridError(f"{self.name} runs at {', '.join(self.scales)} scale only, not {scale}")
         default = self.full_datasets if scale == "full" and self.full_datasets else self.datasets
         chosen = default if datasets in (None, "", "all") else datasets
         grid = Grid.resolve(
@@ -241,6 +247,20 @@ EXPERIMENTS: dict[str, Experiment] = {
             axes=(("data.train_frac", (1.0, 0.1)),),
             full_axes=(("data.train_frac", (1.0, 0.5, 0.2, 0.1)), ("model.hidden", (128, 512))),
         ),
+        # The regime map's constructed variant: avdigits degraded as in the AV-MNIST protocol
+        # (gblend.data.avdigits.AV_MNIST), at full only: its CNN units do not fit the cpu book
+        Experiment(
+            "degraded",
+            "regime_map",
+            "none (claim 1 and Table 2 on a constructed AV-MNIST-style variant)",
+            ("naive", "offline", "uniform"),
+            "unimodal+study",
+            datasets="avdigits",
+            seeds=5,
+            fixed=tuple((f"data.{knob}", value) for knob, value in AV_MNIST.items()),
+            axes=(("data.train_frac", (1.0, 0.1)),),
+            scales=("smoke", "full"),
+        ),
         # Does the estimator's configuration matter? Each of its options varied alone from the
         # paper's algorithm (the first value of each axis), beside the controls of a G-Blend
         # difference; every offline estimate carries a bootstrap interval over V. On the real
@@ -386,8 +406,10 @@ def is_complete(name: str, scale: str, results_dir: str | None = None) -> bool:
 
 
 def scale_datasets(name: str, scale: str) -> tuple[str, ...]:
-    """The data sets an experiment's default grid runs at ``scale``."""
-    return get(name).grid(scale, selected=False).datasets
+    """The data sets an experiment's default grid runs at ``scale`` (none at a scale it does
+    not run at)."""
+    entry = get(name)
+    return entry.grid(scale, selected=False).datasets if scale in entry.scales else ()
 
 
 def published_plan(names: Sequence[str], results_dir: str | None = None) -> dict[str, str]:
