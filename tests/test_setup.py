@@ -1,7 +1,10 @@
 """The setup page's tables describe the data the grids really train on."""
 
+from dataclasses import replace
+
 from gblend.experiments import get_scale, setup
 from gblend.experiments.runner import load_unit_data
+from gblend.experiments.scales import SCALES
 
 
 def test_setup_table_reports_the_grids_settings_and_splits():
@@ -29,9 +32,13 @@ def test_hapt_subjects_and_avdigits_clips_per_split():
     )
 
 
-def test_what_the_scales_share():
+def test_what_the_scales_share(monkeypatch):
     shared = setup.shared_across_scales(["synthetic", "mfeat"]).set_index("dataset")
-    assert not shared.loc["synthetic", "same data at every scale"]  # 4000 vs 16000 samples
+    assert shared.loc["synthetic", "same data at every scale"]  # one pool at cpu and full
     assert shared.loc["mfeat", "same data at every scale"]  # the whole real set at both
     common = min(get_scale("cpu").seeds, get_scale("full").seeds)  # both start at seed 0
     assert shared.loc["mfeat", "seeds shared"] == ", ".join(map(str, range(common)))
+    # a scale that drew a larger synthetic pool would train on other data
+    monkeypatch.setitem(SCALES, "full", replace(SCALES["full"], synthetic_samples=16000))
+    bigger = setup.shared_across_scales(["synthetic"]).set_index("dataset")
+    assert not bigger.loc["synthetic", "same data at every scale"]
