@@ -149,16 +149,35 @@ def test_a_learned_weight_that_runs_away_and_falls_is_named_with_its_accuracy():
     paths = {0: (0.25, 0.9, 0.0), 1: (0.25, 0.5, 0.6)}
     accs = {0: (0.8, 0.9, 0.1), 1: (0.8, 0.85, 0.9)}
     learned = pd.DataFrame(
-        [{"dataset": "d", "seed": seed, "epoch": epoch, "head": head,
-          "weight": w if head == "joint" else (1 - w) / 2}
-         for seed, path in paths.items() for epoch, w in enumerate(path)
-         for head in ("a", "b", "joint")]  # fmt: skip
+        [
+            {
+                "dataset": "d",
+                "seed": seed,
+                "epoch": epoch,
+                "head": head,
+                "weight": w if head == "joint" else (1 - w) / 2,
+            }
+            for seed, path in paths.items()
+            for epoch, w in enumerate(path)
+            for head in ("a", "b", "joint")
+        ]  # fmt: skip
     )
     history = pd.DataFrame(
-        [{"dataset": "d", "seed": seed, "method": "uncertainty", "epoch": epoch, "head": "joint",
-          "split": split, "acc": acc, "loss": 1 - acc}
-         for seed, path in accs.items() for epoch, acc in enumerate(path)
-         for split in ("train_subset", "test")]  # fmt: skip
+        [
+            {
+                "dataset": "d",
+                "seed": seed,
+                "method": "uncertainty",
+                "epoch": epoch,
+                "head": "joint",
+                "split": split,
+                "acc": acc,
+                "loss": 1 - acc,
+            }
+            for seed, path in accs.items()
+            for epoch, acc in enumerate(path)
+            for split in ("train_subset", "test")
+        ]  # fmt: skip
     )
     table = baselines.learned_weight_drift(learned, history)
     assert list(table.peak_joint_weight) == [0.9, 0.6] and list(table.peak_epoch) == [1, 2]

@@ -35,8 +35,9 @@ def pair(train0, held0, train1, held1, metric="loss"):
 #   head a: L^T 2.0 -> 1.0, L^V 2.2 -> 1.6:  O 0.2 -> 0.6, dO = 0.4, dG = 0.6
 #   head b: L^T 2.0 -> 1.5, L^V 2.1 -> 1.9:  O 0.1 -> 0.4, dO = 0.3, dG = 0.2
 #   raw w = dG / dO^2: a 0.6/0.16 = 3.75, b 0.2/0.09 = 2.2222; sum 5.9722
-BEFORE, AFTER = pair({"a": 2.0, "b": 2.0}, {"a": 2.2, "b": 2.1},
-                     {"a": 1.0, "b": 1.5}, {"a": 1.6, "b": 1.9})
+BEFORE, AFTER = pair(
+    {"a": 2.0, "b": 2.0}, {"a": 2.2, "b": 2.1}, {"a": 1.0, "b": 1.5}, {"a": 1.6, "b": 1.9}
+)
 
 
 def test_overfitting_generalization_and_ogr_by_hand():
@@ -60,19 +61,26 @@ def test_sign_convention_falling_heldout_loss_is_a_gain():
 
 
 def test_invariant_to_a_common_scale_of_the_losses():
-    scaled = [Measurement({h: 7.5 * v for h, v in m.train.items()},
-                          {h: 7.5 * v for h, v in m.heldout.items()}) for m in (BEFORE, AFTER)]
+    scaled = [
+        Measurement(
+            {h: 7.5 * v for h, v in m.train.items()}, {h: 7.5 * v for h, v in m.heldout.items()}
+        )
+        for m in (BEFORE, AFTER)
+    ]
     assert estimate_weights(*scaled).weights == pytest.approx(
-        estimate_weights(BEFORE, AFTER).weights)
+        estimate_weights(BEFORE, AFTER).weights
+    )
 
 
 def test_invariant_to_the_order_of_heads():
     def reorder(m):
-        return Measurement(dict(reversed(list(m.train.items()))),
-                           dict(reversed(list(m.heldout.items()))))
+        return Measurement(
+            dict(reversed(list(m.train.items()))), dict(reversed(list(m.heldout.items())))
+        )
 
     assert estimate_weights(reorder(BEFORE), reorder(AFTER)).weights == pytest.approx(
-        estimate_weights(BEFORE, AFTER).weights)
+        estimate_weights(BEFORE, AFTER).weights
+    )
 
 
 def test_weight_grows_with_generalization_gain():
@@ -86,16 +94,22 @@ def test_weight_grows_with_generalization_gain():
 
 def test_weight_falls_with_more_overfitting():
     small, large = [
-        estimate_weights(BEFORE, pair({}, {}, {"a": 1.6 - o, "b": 1.5},
-                                          {"a": 1.6, "b": 1.9})[1], NO_FLOOR).weights["a"]
+        estimate_weights(
+            BEFORE, pair({}, {}, {"a": 1.6 - o, "b": 1.5}, {"a": 1.6, "b": 1.9})[1], NO_FLOOR
+        ).weights["a"]
         for o in (0.4, 0.8)
     ]
     assert small > large
 
 
 def test_accuracy_variant_uses_rises_of_heldout_accuracy():
-    before, after = pair({"a": 0.5, "b": 0.5}, {"a": 0.45, "b": 0.48},
-                         {"a": 0.9, "b": 0.6}, {"a": 0.65, "b": 0.55}, metric="acc")
+    before, after = pair(
+        {"a": 0.5, "b": 0.5},
+        {"a": 0.45, "b": 0.48},
+        {"a": 0.9, "b": 0.6},
+        {"a": 0.65, "b": 0.55},
+        metric="acc",
+    )
     # a: dG = 0.20, O 0.05 -> 0.25, dO = 0.20 -> 5.0 ; b: dG = 0.07, O 0.02 -> 0.05 -> 77.78
     est = estimate_weights(before, after, NO_FLOOR)
     assert est.delta_g == pytest.approx({"a": 0.20, "b": 0.07})
@@ -129,8 +143,7 @@ def test_non_finite_and_all_degenerate_cases():
     worse = Measurement({"a": 2.5, "b": 2.5}, {"a": 2.9, "b": 2.8})  # both dG < 0
     est = estimate_weights(BEFORE, worse, context={"super_epoch": 3})
     assert est.weights == pytest.approx({"a": 0.5, "b": 0.5})
-    assert any(f.rule == "all_degenerate" and f.context["super_epoch"] == 3
-               for f in est.fallbacks)
+    assert any(f.rule == "all_degenerate" and f.context["super_epoch"] == 3 for f in est.fallbacks)
 
 
 def test_weights_are_never_negative_or_nan_and_sum_to_one():
@@ -139,8 +152,9 @@ def test_weights_are_never_negative_or_nan_and_sum_to_one():
         vals = rng.normal(2, 1, size=(4, 3))
         vals[rng.random((4, 3)) < 0.05] = np.nan
         heads = ["a", "b", JOINT]
-        before, after = pair(*({h: float(v) for h, v in zip(heads, row, strict=True)}
-                               for row in vals))
+        before, after = pair(
+            *({h: float(v) for h, v in zip(heads, row, strict=True)} for row in vals)
+        )
         w = estimate_weights(before, after).weights
         assert all(math.isfinite(v) and v >= 0.01 - 1e-12 for v in w.values())
         assert sum(w.values()) == pytest.approx(1.0)
@@ -153,8 +167,9 @@ def test_bad_inputs():
         Measurement({"a": 1.0}, {"b": 1.0})
     with pytest.raises(ValueError, match="min_weight"):
         estimate_weights(BEFORE, AFTER, DegeneratePolicy(min_weight=0.5))
-    assert uniform_weights(("a", "b", JOINT)) == pytest.approx(dict.fromkeys("ab", 1 / 3)
-                                                              | {JOINT: 1 / 3})
+    assert uniform_weights(("a", "b", JOINT)) == pytest.approx(
+        dict.fromkeys("ab", 1 / 3) | {JOINT: 1 / 3}
+    )
 
 
 def test_super_epochs_cover_the_run():
@@ -166,8 +181,10 @@ def test_super_epochs_cover_the_run():
 
 # --- Algorithm 1-3 on a tiny model --------------------------------------------------------------
 
-SPECS = {"strong": SimpleNamespace(kind="vector", shape=(6,)),
-         "weak": SimpleNamespace(kind="vector", shape=(40,))}
+SPECS = {
+    "strong": SimpleNamespace(kind="vector", shape=(6,)),
+    "weak": SimpleNamespace(kind="vector", shape=(40,)),
+}
 
 
 def task(n=400, seed=0):
@@ -177,8 +194,12 @@ def task(n=400, seed=0):
     strong[:, :3] += 2.0 * torch.nn.functional.one_hot(y, 3)
     x = {"strong": strong, "weak": torch.randn(n, 40, generator=gen)}  # no signal: memorise
     order = np.random.default_rng(seed).permutation(n)
-    splits = {"train": order[:200], "heldout": order[200:260], "val": order[260:320],
-              "test": order[320:]}
+    splits = {
+        "train": order[:200],
+        "heldout": order[200:260],
+        "val": order[260:320],
+        "test": order[320:],
+    }
     return x, y, splits
 
 
@@ -242,11 +263,13 @@ def test_finetune_classifier_trains_only_a_fresh_fused_head():
 
 def test_online_probed_compares_both_branches_at_every_super_epoch():
     x, y, splits = task()
-    run = train_online(model(), x, y, splits, CONFIG, warmup=3, length=2, probe=True,
-                       finetune_epochs=1)
+    run = train_online(
+        model(), x, y, splits, CONFIG, warmup=3, length=2, probe=True, finetune_epochs=1
+    )
     probes = run.probes
     assert [(p["super_epoch"], p["branch"]) for p in probes] == [
-        (i, b) for i in range(3) for b in ("gblend", "naive")]
+        (i, b) for i in range(3) for b in ("gblend", "naive")
+    ]
     assert [p["end_epoch"] for p in probes[::2]] == [3, 5, 6]
     assert run.trainer.epochs_run_ == 6 and len(run.estimates) == 3
 
@@ -267,8 +290,9 @@ def copies_one_at_a_time(net, x, y, splits, config, n):
     before, after = ({}, {}), ({}, {})
     for head in net.heads:
         inputs = x if head == JOINT else {head: x[head]}
-        trainer = Trainer(replace(cfg, select_head=head)).start(copy.deepcopy(net), inputs, y,
-                                                                splits)
+        trainer = Trainer(replace(cfg, select_head=head)).start(
+            copy.deepcopy(net), inputs, y, splits
+        )
         trainer.train_epochs(n, {head: 1.0}, record_every_epoch=False).finish()
         for (train, held), epoch in ((before, 0), (after, n)):
             train[head], held[head] = _measure(trainer, head, epoch, "loss")
@@ -281,10 +305,18 @@ def test_estimation_copies_trained_together_end_as_trained_one_at_a_time(optimiz
     draws dropout (0.3 here) as it would alone."""
     x, y, splits = task()
     torch.manual_seed(0)
-    net = FusionNet(SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16,
-                                          dropout=0.3))
-    config = TrainConfig(epochs=3, batch_size=32, lr=0.05, optimizer=optimizer,
-                         train_subset_size=100, seed=4, device="cpu")
+    net = FusionNet(
+        SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16, dropout=0.3)
+    )
+    config = TrainConfig(
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        optimizer=optimizer,
+        train_subset_size=100,
+        seed=4,
+        device="cpu",
+    )
     together, _ = gb_estimate(net, x, y, splits, config, n_epochs=3)
     alone = copies_one_at_a_time(net, x, y, splits, config, 3)
     assert together.delta_g == alone.delta_g and together.delta_o == alone.delta_o
@@ -303,8 +335,9 @@ def test_classifier_on_cached_features_equals_one_trained_through_frozen_encoder
 
     x, y, splits = task()
     torch.manual_seed(0)
-    net = FusionNet(SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16,
-                                          dropout=0.3))
+    net = FusionNet(
+        SPECS, 3, ModelConfig(modality_heads=True, hidden=32, feature_dim=16, dropout=0.3)
+    )
     config = replace(CONFIG, device="cpu", seed=2)
     torch.manual_seed(7)  # the fresh head's initial weights
     fast = train_classifier_on_trunk(net, x, y, splits, config, epochs=4)
@@ -315,7 +348,8 @@ def test_classifier_on_cached_features_equals_one_trained_through_frozen_encoder
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
     slow = Trainer(replace(config, epochs=4, lr_milestones=(), select_head=JOINT)).fit(
-        probe, x, y, splits, {JOINT: 1.0})
+        probe, x, y, splits, {JOINT: 1.0}
+    )
     a, b = fast.history_, slow.history_[slow.history_["head"] == JOINT].reset_index(drop=True)
     assert a[["epoch", "split", "acc"]].equals(b[["epoch", "split", "acc"]])
     np.testing.assert_allclose(a.loss, b.loss, rtol=0, atol=1e-6)

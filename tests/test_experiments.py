@@ -141,9 +141,7 @@ def test_labels_separate_contradicted_from_not_detectable():
     assert label([(paired_difference([1.0], [0.0]), HIGHER, "pts")]).startswith("undetermined")
 
 
-def fake_runs(
-    joint_minus_uni: list[float], at_best_val: list[float] | None = None
-) -> pd.DataFrame:
+def fake_runs(joint_minus_uni: list[float], at_best_val: list[float] | None = None) -> pd.DataFrame:
     """Runs of a 2-modality data set with a chosen joint-vs-best difference at
     the last epoch (and at the best val epoch: ``at_best_val``, default the same)."""
     runs = []
@@ -191,8 +189,11 @@ def test_table1_verdicts_follow_the_numbers():
     assert ex.summarize(better).iloc[0].verdict == HIGHER
     assert ex.claims(better).set_index("claim").verdict[1] == "contradicted"
     noisy = fake_runs([0.03, -0.04, 0.02])
-    assert ex.claims(noisy).set_index("claim").verdict[1].startswith(
-        "not detectable (these seeds detect about ±"
+    assert (
+        ex.claims(noisy)
+        .set_index("claim")
+        .verdict[1]
+        .startswith("not detectable (these seeds detect about ±")
     )
 
 
@@ -221,8 +222,12 @@ def test_a_record_is_read_at_its_last_epoch_and_at_its_best_val_epoch():
                "loss": [1 - r[3] for r in rows]}  # fmt: skip
     rec = ex.RunRecord.from_json({**record, "history": history, "best_epoch": 1,
                                   "epochs_run": 2, "metrics": {"test_acc": 0.9}})  # fmt: skip
-    assert rec.last_metrics == {"val_acc_last": 0.7, "val_loss_last": pytest.approx(0.3),
-                                "test_acc_last": 0.7, "test_loss_last": pytest.approx(0.3)}
+    assert rec.last_metrics == {
+        "val_acc_last": 0.7,
+        "val_loss_last": pytest.approx(0.3),
+        "test_acc_last": 0.7,
+        "test_loss_last": pytest.approx(0.3),
+    }
     frame = ex.Results([rec]).runs
     assert frame[ex.metric_column("test", selection="last")].item() == 0.7
     assert frame[ex.metric_column("test", selection="best_val")].item() == 0.9
@@ -392,9 +397,18 @@ def test_claims_on_policy_fallback_weights_are_undetermined():
 
     def weights(modality_fallback: str, joint_fallback: str) -> pd.DataFrame:
         return pd.DataFrame(
-            [{"combo": "a+b", "method": "offline", "super_epoch": 0, "seed": seed, "head": head,
-              "fallbacks": joint_fallback if head == "joint" else modality_fallback}
-             for seed in (0, 1) for head in ("a", "b", "joint")]  # fmt: skip
+            [
+                {
+                    "combo": "a+b",
+                    "method": "offline",
+                    "super_epoch": 0,
+                    "seed": seed,
+                    "head": head,
+                    "fallbacks": joint_fallback if head == "joint" else modality_fallback,
+                }
+                for seed in (0, 1)
+                for head in ("a", "b", "joint")
+            ]  # fmt: skip
         )
 
     row = {"verdict": "reproduced", "evidence": "vs naive +1.0"}
@@ -416,11 +430,21 @@ def test_claim9_on_online_weights_that_are_mostly_fallbacks_is_a_degenerate_esti
     def weights(fallback_at: set[int]) -> pd.DataFrame:
         # head a's weight moves from 0.1 to 0.8 across super-epochs, seeds agreeing
         return pd.DataFrame(
-            [{"dataset": "d", "variant": "", "method": "online_probed", "seed": seed,
-              "super_epoch": k, "head": head, "weight": w if head == "a" else (1 - w) / 2,
-              "fallbacks": "uniform" if k in fallback_at and head != "joint" else ""}
-             for seed in range(3) for k, w in enumerate((0.1, 0.5, 0.8))
-             for head in ("a", "b", "joint")]  # fmt: skip
+            [
+                {
+                    "dataset": "d",
+                    "variant": "",
+                    "method": "online_probed",
+                    "seed": seed,
+                    "super_epoch": k,
+                    "head": head,
+                    "weight": w if head == "a" else (1 - w) / 2,
+                    "fallbacks": "uniform" if k in fallback_at and head != "joint" else "",
+                }
+                for seed in range(3)
+                for k, w in enumerate((0.1, 0.5, 0.8))
+                for head in ("a", "b", "joint")
+            ]  # fmt: skip
         )
 
     probe = {"dataset": "d", "variant": "", "end_epoch": 5, "seeds": 3, "difference": 1.0,
@@ -470,10 +494,21 @@ def test_a_collapse_in_one_seed_is_named_not_called_undetectable():
 def test_the_strongest_method_is_named_and_a_tie_is_said_to_be_one():
     def comparison(accs):
         return pd.DataFrame(
-            [{"dataset": "d", "variant": "", "combo": "a+b", "selection": "last",
-              "method": m, "acc": acc, "vs_naive": acc - accs["naive"], "vs_naive_low": 0.1,
-              "vs_naive_high": 0.9, "vs_naive_verdict": "higher"}
-             for m, acc in accs.items()]  # fmt: skip
+            [
+                {
+                    "dataset": "d",
+                    "variant": "",
+                    "combo": "a+b",
+                    "selection": "last",
+                    "method": m,
+                    "acc": acc,
+                    "vs_naive": acc - accs["naive"],
+                    "vs_naive_low": 0.1,
+                    "vs_naive_high": 0.9,
+                    "vs_naive_verdict": "higher",
+                }
+                for m, acc in accs.items()
+            ]  # fmt: skip
         )
 
     no_weights = pd.DataFrame(columns=["dataset", "variant", "combo", "method"])

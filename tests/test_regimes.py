@@ -180,4 +180,6 @@ def test_the_constructed_variant_runs_at_full_only_on_degraded_avdigits():
 
 def test_the_constructed_variant_is_read_only_where_committed(tmp_path):
     text, table = regimes.constructed_at("smoke", str(tmp_path))
-    assert text == "The constructed variant is not yet committed at `smoke` scale." and table is None
+    assert (
+        text == "The constructed variant is not yet committed at `smoke` scale." and table is None
+    )

@@ -109,8 +109,9 @@ def degrade(
     return images, clips
 
 
-def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
-          knobs: Mapping[str, Any]) -> Dataset:
+def build(
+    seed: int, max_samples: int | None, fracs: Mapping[str, float], knobs: Mapping[str, Any]
+) -> Dataset:
     frames = int(knobs["audio_frames"])
     if frames < 2:
         raise ValueError(f"audio_frames must be >= 2, got {frames}")
@@ -137,8 +138,10 @@ def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
     x = {"image": images[img_keep], "audio": clips[clip_keep[partner]]}
     x["image"], x["audio"] = degrade(x["image"], x["audio"], img_splits["train"], **degradation,
                                      seed=seed)  # fmt: skip
-    specs = {"image": ModalitySpec("image", "image", (1, 28, 28)),
-             "audio": ModalitySpec("audio", "sequence", (frames, clips.shape[2]))}
+    specs = {
+        "image": ModalitySpec("image", "image", (1, 28, 28)),
+        "audio": ModalitySpec("audio", "sequence", (frames, clips.shape[2])),
+    }
     info = {
         "source": [provenance(_MNIST), provenance(_FSDD)],
         "licence": "MNIST (LeCun, Cortes, Burges): CC BY-SA 3.0 as commonly cited; "
@@ -149,5 +152,13 @@ def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
         "clip_index": clip_keep[partner].tolist(),
         "clip_split_sizes": {s: int(len(clip_splits[s])) for s in SPLIT_NAMES},
     }
-    return assemble("avdigits", x, y_img[img_keep], tuple(str(c) for c in range(10)),
-                    specs, img_splits, knobs, info)
+    return assemble(
+        "avdigits",
+        x,
+        y_img[img_keep],
+        tuple(str(c) for c in range(10)),
+        specs,
+        img_splits,
+        knobs,
+        info,
+    )

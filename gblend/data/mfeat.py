@@ -21,7 +21,12 @@ KNOBS: dict[str, Any] = {}
 
 # Mean val accuracy of a LogisticRegression per view (standardised, fit on train; seeds 0-2).
 MFEAT_VIEW_ACCURACY: dict[str, float] = {
-    "fac": 0.978, "pix": 0.973, "kar": 0.948, "fou": 0.815, "zer": 0.810, "mor": 0.740,
+    "fac": 0.978,
+    "pix": 0.973,
+    "kar": 0.948,
+    "fou": 0.815,
+    "zer": 0.810,
+    "mor": 0.740,
 }
 # A strong, a middling and a weak view, like rgb / flow / audio: pix (raw pixel averages,
 # 0.97), fou (Fourier shape coefficients, 0.82, a different description of the shape) and
@@ -55,8 +60,9 @@ def _raw() -> tuple[dict[str, np.ndarray], np.ndarray]:
     return views, labels
 
 
-def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
-          knobs: Mapping[str, Any]) -> Dataset:
+def build(
+    seed: int, max_samples: int | None, fracs: Mapping[str, float], knobs: Mapping[str, Any]
+) -> Dataset:
     views, labels = _raw()
     keep = stratified_subsample(labels, max_samples, seed)
     y = labels[keep]
@@ -69,5 +75,13 @@ def build(seed: int, max_samples: int | None, fracs: Mapping[str, float],
         "default_views": list(MFEAT_DEFAULT_VIEWS),
         "view_strength": {"logreg_val_accuracy_seeds_0_2": MFEAT_VIEW_ACCURACY},
     }
-    return assemble("mfeat", {v: views[v][keep] for v in MODALITIES}, y,
-                    tuple(str(c) for c in range(10)), specs, splits, knobs, info)
+    return assemble(
+        "mfeat",
+        {v: views[v][keep] for v in MODALITIES},
+        y,
+        tuple(str(c) for c in range(10)),
+        specs,
+        splits,
+        knobs,
+        info,
+    )

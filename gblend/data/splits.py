@@ -62,8 +62,12 @@ def stratified_splits(
     train, heldout = train_test_split(
         pool, test_size=heldout_frac, stratify=y[pool], random_state=seed + 2
     )
-    return {"train": _sorted(train), "heldout": _sorted(heldout), "val": _sorted(val),
-            "test": _sorted(test)}
+    return {
+        "train": _sorted(train),
+        "heldout": _sorted(heldout),
+        "val": _sorted(val),
+        "test": _sorted(test),
+    }
 
 
 def group_splits(
@@ -101,8 +105,7 @@ def group_splits(
 
 
 def _check_fracs(heldout_frac: float, test_frac: float, val_frac: float) -> None:
-    if not (0 < heldout_frac < 1 and 0 < test_frac and 0 < val_frac
-            and test_frac + val_frac < 1):
+    if not (0 < heldout_frac < 1 and 0 < test_frac and 0 < val_frac and test_frac + val_frac < 1):
         raise ValueError(
             f"fractions must be in (0, 1) with test+val < 1; got heldout={heldout_frac}, "
             f"test={test_frac}, val={val_frac}"
