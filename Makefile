@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml .ci/constraints-cpu.txt Makefile
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Headless Chromium for the browser test: installed with apt-get when we are root and it is
 # missing; otherwise that test skips and says why.
