@@ -309,6 +309,45 @@ def test_the_redraw_table_flags_a_collapse_against_naive():
     assert table.loc[0, "offline_acc"] == pytest.approx(20.0)
 
 
+def test_claims_16_and_17_on_policy_weights_are_degenerate_estimates():
+    import pandas as pd
+
+    from gblend.experiments import estimator
+    from gblend.experiments.blending import DEGENERATE
+
+    axes = (
+        ("offline.metric", ("loss", "acc")),
+        ("offline.heldout_frac", (1.0, 0.1)),
+        ("offline.copy_draw", (0, 1)),
+    )
+
+    def variant(metric="loss", share=1.0, draw=0):
+        return f"offline.metric={metric}, offline.heldout_frac={share}, offline.copy_draw={draw}"
+
+    def frames(reference_fallbacks: str):
+        weights, runs = [], []
+        configurations = {variant(): 0.90, variant("acc"): 0.895, variant(share=0.1): 0.9}
+        configurations[variant(draw=1)] = 0.9
+        for seed in range(5):
+            for v, acc in configurations.items():
+                rows = weight_rows(v, seed, {"a": 0.5 + 0.01 * seed, "b": 0.2, JOINT: 0.3})
+                for row in rows:
+                    if v == variant() and row["head"] != JOINT:
+                        row["fallbacks"] = reference_fallbacks
+                weights += rows
+                runs.append({"dataset": "d", "method": "offline", "variant": v, "seed": seed,
+                             "test_acc_last": acc + 0.001 * seed})  # fmt: skip
+        return pd.DataFrame(runs), pd.DataFrame(weights)
+
+    estimates = estimator.claims(*frames(""), axes).set_index("claim")
+    assert DEGENERATE not in set(estimates.verdict)
+    policy = estimator.claims(*frames("uniform"), axes).set_index("claim")
+    assert list(policy.verdict) == [DEGENERATE, DEGENERATE]
+    for claim in (16, 17):
+        assert "the paper's weights: 10 of 10 modality-head estimates" in policy.evidence[claim]
+        assert "the paper's weights: 0 of 10" in estimates.evidence[claim]
+
+
 # --- the two named floors of the policy ---------------------------------------------------
 
 
