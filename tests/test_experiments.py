@@ -393,7 +393,7 @@ def test_recomputed_folders_are_compared_unit_by_unit(tmp_path):
 
 
 def test_claims_on_policy_fallback_weights_are_undetermined():
-    from gblend.experiments.blending import _with_weight_health, offline_weight_health
+    from gblend.experiments.blending import offline_weight_health, with_weight_health
 
     def weights(modality_fallback: str, joint_fallback: str) -> pd.DataFrame:
         return pd.DataFrame(
@@ -414,14 +414,14 @@ def test_claims_on_policy_fallback_weights_are_undetermined():
     row = {"verdict": "reproduced", "evidence": "vs naive +1.0"}
     fell = offline_weight_health(weights("min_weight", ""), "a+b")
     assert fell == (True, "offline weights: 4 of 4 modality-head estimates are fallbacks")
-    assert _with_weight_health(row, *fell)["verdict"] == "degenerate estimate"
+    assert with_weight_health(row, *fell)["verdict"] == "degenerate estimate"
     half = weights("min_weight", "").assign(
         fallbacks=lambda w: w.fallbacks.where((w.seed == 0) | (w["head"] == "joint"), "")
     )
     assert offline_weight_health(half, "a+b")[0] is False  # 2 of 4: not mostly
     estimated = offline_weight_health(weights("", "min_weight"), "a+b")
     assert not estimated[0] and estimated[1].endswith("floor in seed 0, 1")
-    assert _with_weight_health(row, *estimated)["verdict"] == "reproduced"
+    assert with_weight_health(row, *estimated)["verdict"] == "reproduced"
 
 
 def test_claim9_on_online_weights_that_are_mostly_fallbacks_is_a_degenerate_estimate():

@@ -24,10 +24,10 @@ from gblend.experiments.blending import (
     DEGENERATE,
     _ci,
     _pm,
-    _with_weight_health,
     claim_row,
     mean_weights,
     offline_weight_health,
+    with_weight_health,
 )
 from gblend.experiments.grid import Grid
 from gblend.experiments.records import SELECTIONS, metric_column
@@ -300,7 +300,7 @@ def fusion_claims(runs: pd.DataFrame, weights: pd.DataFrame, naive: str) -> pd.D
             row["evidence"] += (
                 f"; fused-head weight {joint.min():.2f}–{joint.max():.2f} (mean {joint.mean():.2f})"
             )
-        rows.append(_with_weight_health(row, *offline_weight_health(mine, combo)))
+        rows.append(with_weight_health(row, *offline_weight_health(mine, combo)))
     return pd.DataFrame(rows)
 
 
@@ -515,7 +515,7 @@ def table5_claims(
                 f"naive − best uni {gap[0].mean:+.1f} [{gap[0].low:+.1f}, {gap[0].high:+.1f}]",
             )
             health = offline_weight_health(weights[weights.dataset == dataset], combo)
-            rows.append(_with_weight_health(row, *health))
+            rows.append(with_weight_health(row, *health))
         else:
             said = (
                 ""

@@ -328,7 +328,7 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
 
         def claim(number, statement, parts, dataset=dataset, variant=variant, health=health):
             parts = [(name, pair, HIGHER) for name, pair in parts]
-            row = _with_weight_health(claim_row(dataset, number, statement, parts), *health)
+            row = with_weight_health(claim_row(dataset, number, statement, parts), *health)
             rows.append({"dataset": dataset, "variant": variant, **row})
 
         claim(
@@ -352,7 +352,7 @@ def blend_claims(runs: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
                 "G-Blend works with more than two modalities",
                 [("vs naive", d["offline", "naive"]), ("vs best uni", d["offline", "best uni"])],
             )
-        row = _with_weight_health(_weight_claim(dataset, combo, sub, setting), *health)
+        row = with_weight_health(_weight_claim(dataset, combo, sub, setting), *health)
         rows.append({"variant": variant, **row})
     return pd.DataFrame(rows)
 
@@ -366,15 +366,17 @@ def offline_weight_health(weights: pd.DataFrame, combo: str) -> tuple[bool, str]
     a note counting the fallbacks and naming the seeds whose fused head sits at the policy's
     floor, barely trained)."""
     w = weights[(weights.combo == combo) & (weights.method == "offline")]
-    return _weight_health(w[w.super_epoch == 0], "offline")
+    return weight_health(w[w.super_epoch == 0], "offline")
 
 
 def online_weight_health(weights: pd.DataFrame) -> tuple[bool, str]:
     """:func:`offline_weight_health` for online G-Blend, over every super-epoch's estimate."""
-    return _weight_health(weights[weights.method.str.startswith("online")], "online")
+    return weight_health(weights[weights.method.str.startswith("online")], "online")
 
 
-def _weight_health(w: pd.DataFrame, which: str) -> tuple[bool, str]:
+def weight_health(w: pd.DataFrame, which: str) -> tuple[bool, str]:
+    """Whether the estimates in ``w`` (weight rows of one setting) are mostly policy
+    fallbacks, and a note counting them (``which`` names the method in the note)."""
     if w.empty:
         return False, ""
     modal = w[w["head"] != JOINT]
@@ -389,7 +391,7 @@ def _weight_health(w: pd.DataFrame, which: str) -> tuple[bool, str]:
     return bool(fell.mean() > 0.5), note
 
 
-def _with_weight_health(row: dict, mostly_fallbacks: bool, note: str) -> dict:
+def with_weight_health(row: dict, mostly_fallbacks: bool, note: str) -> dict:
     """A claim on offline G-Blend is no evidence for or against it when its weights are mostly
     policy fallbacks: the runs test the policy."""
     if not note:
@@ -492,7 +494,7 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
         )
         w = weights[(weights.dataset == dataset) & (weights.variant == variant)]
         claim9 = {"dataset": dataset, "variant": variant, "claim": 9}
-        rows.append(_with_weight_health(claim9 | _weight_change_claim(w, seeds),
+        rows.append(with_weight_health(claim9 | _weight_change_claim(w, seeds),
                                         *online_weight_health(w)))  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gblend.blend import FORMULA_TEXT
-from gblend.experiments.blending import COLLAPSE, _weight_health, _with_weight_health
+from gblend.experiments.blending import COLLAPSE, weight_health, with_weight_health
 from gblend.experiments.records import metric_column
 from gblend.experiments.regimes import setting
 from gblend.experiments.stats import (
@@ -444,7 +444,7 @@ def claims(runs: pd.DataFrame, weights: pd.DataFrame, axes) -> pd.DataFrame:
                     f"seeds; margin {ACCURACY_MARGIN:g} point"
                 ),
             }
-            rows.append(_with_weight_health(row, *health))
+            rows.append(with_weight_health(row, *health))
         vectors = _vectors(mine).droplevel("dataset")
         options = vectors.index.get_level_values("option")
         values = vectors.index.get_level_values("value")
@@ -470,7 +470,7 @@ def claims(runs: pd.DataFrame, weights: pd.DataFrame, axes) -> pd.DataFrame:
                 f"margin {SHIFT_MARGIN:g}"
             ),
         }
-        rows.append(_with_weight_health(row, *health))
+        rows.append(with_weight_health(row, *health))
     return pd.DataFrame(rows)
 
 
@@ -478,7 +478,7 @@ def _both_estimates(w: pd.DataFrame, other: tuple[str, str], name: str) -> tuple
     """(whether the paper's estimate or the ``other`` configuration's is mostly policy
     fallbacks, a note counting the fallbacks of each) for one data set's offline weights."""
     health = [
-        _weight_health(w[(w.option == option) & (w.value == value)], which)
+        weight_health(w[(w.option == option) & (w.value == value)], which)
         for (option, value), which in (((REFERENCE, ""), "the paper's"), (other, name))
     ]
     return any(mostly for mostly, _ in health), "; ".join(note for _, note in health if note)

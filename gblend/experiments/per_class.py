@@ -27,8 +27,8 @@ from scipy import stats as sstats
 from gblend.experiments.blending import (
     COLLAPSE,
     COLLAPSED,
-    _with_weight_health,
     offline_weight_health,
+    with_weight_health,
 )
 from gblend.experiments.stats import (
     CONTRADICTED,
@@ -225,7 +225,7 @@ def claims(frame: pd.DataFrame, weights: pd.DataFrame) -> pd.DataFrame:
             rows.append(row)
             continue
         mine = weights[(weights.dataset == dataset) & (weights.method == "offline")]
-        rows.append(_with_weight_health(row, *offline_weight_health(mine, g.combo.iat[0])))
+        rows.append(with_weight_health(row, *offline_weight_health(mine, g.combo.iat[0])))
     return pd.DataFrame(rows)
 
 
