@@ -7,8 +7,8 @@ a log of each phase (``results/bench/<device>-full-run-<time>.json``: command, s
 status, and how many units of each grid were missing before and after). Phases, in order:
 
 1. ``bench``: ``gblend bench`` on the GPU (1, 8, 32, 128 runs per batch), per data set;
-2. ``compute``: every experiment's grid at ``full`` scale (the tables, then Figure 5),
-   longest units first, in parallel processes;
+2. ``compute``: every experiment's grid at ``full`` scale (the tables, the baselines, the
+   sweeps, then Figure 5), longest units first, in parallel processes;
 3. ``notebooks``: ``gblend reproduce --scale published`` on the results (full where complete).
 
 A phase that would overrun the budget is stopped; finished units are already on disk
@@ -29,9 +29,13 @@ from pathlib import Path
 
 BENCH_DATASETS = ("synthetic", "avdigits")
 PHASES = ("bench", "compute", "notebooks")
+# Every registered experiment, the tables first; the sweeps (testbed, regime map, estimator)
+# before Figure 5, whose probed runs cost the most.
 COMPUTE_GROUPS = (
-    ("table1", "table2", "table4", "figure6"),
+    ("table1", "figure3", "table2", "table4", "figure6"),
     ("figure1", "mid_fusion", "lmf_fusion", "cross_terms", "table5", "table3"),
+    ("calibration", "schedule", "dose_response", "regime", "degraded"),
+    ("estimator", "estimator_testbed"),
     ("figure5",),
 )
 EXPERIMENTS = tuple(e for group in COMPUTE_GROUPS for e in group)

@@ -1,11 +1,13 @@
-"""The GPU run's phases stop at their time limit, with every process they started."""
+"""The GPU run computes every experiment; its phases stop at their time limit, with every
+process they started."""
 
 import os
 import sys
 import time
 from pathlib import Path
 
-from gblend.fullrun import run_phase
+from gblend.experiments import EXPERIMENTS
+from gblend.fullrun import COMPUTE_GROUPS, run_phase
 
 
 def _alive(pid: int) -> bool:
@@ -39,3 +41,9 @@ def test_phase_reports_exit_status_and_skips_without_time():
     assert run_phase("fail", [sys.executable, "-c", "raise SystemExit(3)"], 30).returncode == 3
     skipped = run_phase("late", [sys.executable, "-c", "pass"], limit_s=1)
     assert skipped.returncode is None and skipped.seconds == 0
+
+
+def test_full_run_computes_every_experiment_once():
+    # the README promises that one call computes every full-scale grid not yet committed
+    computed = [name for group in COMPUTE_GROUPS for name in group]
+    assert sorted(computed) == sorted(EXPERIMENTS)
