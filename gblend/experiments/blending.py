@@ -495,7 +495,7 @@ def figure5_claims(weights: pd.DataFrame, differences: pd.DataFrame) -> pd.DataF
         w = weights[(weights.dataset == dataset) & (weights.variant == variant)]
         claim9 = {"dataset": dataset, "variant": variant, "claim": 9}
         rows.append(with_weight_health(claim9 | _weight_change_claim(w, seeds),
-                                        *online_weight_health(w)))  # fmt: skip
+                                       *online_weight_health(w)))  # fmt: skip
     return pd.DataFrame(rows)
 
 
