@@ -34,7 +34,7 @@ PHASES = ("bench", "compute", "notebooks")
 COMPUTE_GROUPS = (
     ("table1", "figure3", "table2", "table4", "figure6"),
     ("figure1", "mid_fusion", "lmf_fusion", "cross_terms", "table5", "table3"),
-    ("calibration", "schedule", "dose_response", "regime", "degraded"),
+    ("calibration", "schedule", "dose_response", "regime", "degraded", "regime_width"),
     ("estimator", "estimator_testbed"),
     ("figure5",),
 )

@@ -127,9 +127,29 @@ def test_a_page_names_the_sweeps_it_did_not_run():
 
     cpu = pages.swept_axes_text(EXPERIMENTS["regime"].grid("cpu"), "regime")
     assert cpu.startswith("`data.train_frac` ∈ {1.0, 0.1}. At `full` scale the grid sweeps")
-    assert "`model.hidden` ∈ {128, 512}; this page's grid does not" in cpu
+    assert "`data.train_frac` ∈ {1.0, 0.5, 0.2, 0.1}; this page's grid does not" in cpu
     full = pages.swept_axes_text(EXPERIMENTS["regime"].grid("full"), "regime")
-    assert "does not" not in full and "`model.hidden` ∈ {128, 512}" in full
+    assert full == "`data.train_frac` ∈ {1.0, 0.5, 0.2, 0.1}"
+
+
+def test_the_wide_encoders_are_a_full_scale_grid_of_their_own():
+    from gblend.experiments import EXPERIMENTS, GridError
+    from gblend.models import ModelConfig
+    from gblend.results import canonical_json
+
+    wide = EXPERIMENTS["regime_width"]
+    with pytest.raises(GridError, match="full scale only"):
+        wide.grid("cpu")
+    units = list(wide.grid("full", seeds="0"))
+    assert {u.dataset for u in units} == {"avdigits", "hapt", "mfeat"}
+    assert {u.model.hidden for u in units} == {4 * ModelConfig.hidden}
+    regime = EXPERIMENTS["regime"].grid("full", seeds="0")
+    assert {u.model.hidden for u in regime} == {ModelConfig.hidden}
+    # the same settings otherwise: every wide unit is a default-width regime unit widened
+    narrow = {canonical_json(u.config()) for u in regime}
+    widened = {canonical_json({**u.config(), "model": {**u.config()["model"],
+               "hidden": ModelConfig.hidden}}) for u in units}  # fmt: skip
+    assert widened == narrow
 
 
 def test_regime_findings_name_the_width_where_the_map_sweeps_it():
@@ -155,6 +175,38 @@ def test_another_scale_s_map_leaves_out_what_the_page_shows_at_that_scale(monkey
     assert text == "At `full` scale the map is committed for avdigits." and len(table) == 2
     text, table = regimes.map_at("full", shown=["avdigits"])
     assert text.endswith("for avdigits; it is the map above.") and table is None
+
+
+def test_the_wide_map_is_read_only_where_committed(tmp_path):
+    assert regimes.width_at(None) == ("A `smoke` page shows no wider encoders.", None)
+    text, table = regimes.width_at("full", str(tmp_path))
+    assert text == "With 512 hidden units nothing is committed at `full` scale yet."
+    assert table is None and list(tmp_path.iterdir()) == []  # nothing was trained
+
+
+def test_the_wide_map_sets_each_data_set_s_wide_cells_beside_its_default_ones(monkeypatch):
+    from types import SimpleNamespace
+
+    runs = _regime_runs()
+    narrow = pd.concat([runs, runs.assign(dataset="hapt")])
+    wide = runs.assign(test_acc_last=runs.test_acc_last - 0.01)
+    committed = {
+        "regime": SimpleNamespace(runs=narrow, weights=None),
+        "regime_width": SimpleNamespace(runs=wide, weights=None),
+    }
+    monkeypatch.setattr(regimes, "committed_at", lambda name, scale, results_dir: committed[name])
+    text, table = regimes.width_at("full")
+    assert text == (
+        "At `full` scale, 5 seeds per cell, committed for avdigits; not yet for hapt, mfeat."
+    )
+    assert set(table.dataset) == {"avdigits"}  # hapt's default cells wait for its wide ones
+    cells = sorted(zip(table.hidden, table.train_frac, strict=True))
+    assert cells == [(128, 0.1), (128, 1.0), (512, 0.1), (512, 1.0)]
+    by = table.set_index(["hidden", "train_frac"])
+    assert by.loc[(512, 0.1), "naive acc"] == pytest.approx(by.loc[(128, 0.1), "naive acc"] - 1)
+    assert "avdigits at 0.1 of train, width 512" in regimes.regime_findings(table)[0]
+    committed["regime"] = None  # the default width not committed: the wide cells alone
+    assert set(regimes.width_at("full")[1].hidden) == {512}
 
 
 def test_the_constructed_variant_runs_at_full_only_on_degraded_avdigits():

@@ -20,9 +20,10 @@ from scipy import stats as sstats
 
 from gblend.experiments.blending import compare_methods, offline_weight_health
 from gblend.experiments.records import overfitting
-from gblend.experiments.registry import committed_at
+from gblend.experiments.registry import committed_at, get, scale_datasets
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
 from gblend.experiments.table1 import summarize
+from gblend.models import ModelConfig
 
 
 def _value(text: str) -> Any:
@@ -275,6 +276,36 @@ def map_at(
         text += "; it is the map above" if above == names else f"; {', '.join(above)} above"
         table = table[~table.dataset.isin(above)]
     return text + ".", table if len(table) else None
+
+
+WIDE = "regime_width"  # the regime map's grid with wider encoders
+
+
+def width_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd.DataFrame | None]:
+    """A sentence on the regime map with wider encoders (the ``regime_width`` experiment, run
+    at full only) and its table, read without training: per data set whose wide grid is
+    complete, its cells at both widths (the default width's where committed), with a
+    ``hidden`` column (``None`` where no data set's wide grid is complete, or at smoke)."""
+    if scale is None:
+        return "A `smoke` page shows no wider encoders.", None
+    hidden = dict(get(WIDE).fixed)["model.hidden"]
+    results = committed_at(WIDE, scale, results_dir)
+    if results is None:
+        return f"With {hidden} hidden units nothing is committed at `{scale}` scale yet.", None
+    table = regime_map(results.runs, results.weights).assign(hidden=hidden)
+    names = list(dict.fromkeys(table.dataset))
+    default = committed_at("regime", scale, results_dir)
+    if default is not None:
+        narrow = regime_map(default.runs, default.weights).assign(hidden=ModelConfig.hidden)
+        table = pd.concat([narrow[narrow.dataset.isin(names)], table], ignore_index=True)
+    table = table.sort_values(["dataset", "hidden"], kind="stable", ignore_index=True)
+    text = f"At `{scale}` scale, {int(table.seeds.min())} seeds per cell, committed for " + (
+        ", ".join(names)
+    )
+    left = [d for d in scale_datasets(WIDE, scale) if d not in names]
+    if left:
+        text += f"; not yet for {', '.join(left)}"
+    return text + ".", table
 
 
 CONSTRUCTED_LABEL = "avdigits, AV-MNIST-style (constructed)"
