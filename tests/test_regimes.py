@@ -119,6 +119,20 @@ def test_regime_map_reads_naive_against_best_uni_and_offline_against_naive():
     four["naive_vs_uni"] = [2.0, -2.0, 4.0, 0.0]
     tracked = regimes.regime_findings(four)[2]
     assert "correlation between naive's gap and offline's gain over naive -1.00 (4 cells" in tracked
+    assert "within one data set" not in tracked  # no data set has cells enough for ranks
+
+
+def test_the_gain_s_tracking_of_the_gap_is_read_within_each_data_set_too():
+    cells = regimes.regime_map(_regime_runs())
+    eight = pd.concat([cells] * 2 + [cells.assign(dataset="hapt")] * 2, ignore_index=True)
+    # within each data set the gain rises with naive's gap; between them it falls
+    eight["naive_vs_uni"] = [0.0, 1.0, 2.0, 3.0, -10.0, -9.0, -8.0, -7.0]
+    eight["offline_vs_naive"] = [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0]
+    tracked = regimes.regime_findings(eight)[2]
+    assert "over naive -0.52 (8 cells" in tracked
+    assert tracked.endswith("; within one data set avdigits +1.00, hapt +1.00.")
+    alone = regimes.regime_findings(eight[eight.dataset == "hapt"])[2]
+    assert "+1.00 (4 cells" in alone and "within" not in alone  # one data set: said once
 
 
 def test_a_page_names_the_sweeps_it_did_not_run():

@@ -215,6 +215,12 @@ def regime_map(
 MIN_CELLS_FOR_RANKS = 4  # a rank correlation over fewer cells is one of a handful of values
 
 
+def _rank_correlation(table: pd.DataFrame) -> float:
+    """Spearman's correlation between naive's gap to the best uni-modal model and offline
+    G-Blend's gain over naive, over a table's cells."""
+    return sstats.spearmanr(table.naive_vs_uni, table.offline_vs_naive).statistic
+
+
 def regime_findings(table: pd.DataFrame) -> list[str]:
     """Where naive fusion is detectably below / above the best uni-modal model, and whether
     offline G-Blend's gain over naive tracks naive's gap (rank correlation over the cells)."""
@@ -236,12 +242,21 @@ def regime_findings(table: pd.DataFrame) -> list[str]:
     gains = int((table.offline_vs_naive_verdict == HIGHER).sum())
     tracking = "too few cells for a rank correlation with naive's gap"
     if len(table) >= MIN_CELLS_FOR_RANKS:
-        rho = sstats.spearmanr(table.naive_vs_uni, table.offline_vs_naive).statistic
         tracking = (
-            f"rank correlation between naive's gap and offline's gain over naive {rho:+.2f} "
-            f"({len(table)} cells; the paper's account expects a negative one: the larger "
-            "naive's deficit, the larger G-Blend's gain)"
+            f"rank correlation between naive's gap and offline's gain over naive "
+            f"{_rank_correlation(table):+.2f} ({len(table)} cells; the paper's account expects "
+            "a negative one: the larger naive's deficit, the larger G-Blend's gain)"
         )
+        # pooled over data sets, the correlation can come from their differences alone
+        within = {
+            dataset: _rank_correlation(part)
+            for dataset, part in table.groupby("dataset", sort=False)
+            if len(part) >= MIN_CELLS_FOR_RANKS
+        }
+        if within and table.dataset.nunique() > 1:
+            tracking += "; within one data set " + ", ".join(
+                f"{dataset} {rho:+.2f}" for dataset, rho in within.items()
+            )
     return [
         f"Naive fusion detectably below the best uni-modal model in {int(below.sum())} of "
         f"{len(table)} cells: {cells(below)}.",
