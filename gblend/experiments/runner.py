@@ -17,6 +17,7 @@ import pickle
 import time
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -216,9 +217,9 @@ _worker_error: BaseException | None = None
 
 
 def _init_worker(threads: int, datasets: bytes) -> None:
-    """Set up a pool process. A failure is kept and raised by the first chunk: a pool whose
-    initializer (or start-up unpickling) raises replaces the dead process for ever, and the
-    grid would hang; hence also the data sets arrive pickled and are unpickled here."""
+    """Set up a pool process. A failure is kept and raised by the first chunk, with its cause
+    (a pool whose initializer raises says only that it broke); hence also the data sets arrive
+    pickled and are unpickled here, where a failure to rebuild one is caught."""
     global _worker_error
     try:
         torch.set_num_threads(threads)
@@ -276,14 +277,28 @@ def run_grid(
                 bar.update()
     else:
         chunks.sort(key=_cost, reverse=True)
-        context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-        workers = min(plan.jobs, len(chunks))
-        initargs = (plan.threads, pickle.dumps(gdata.user_entries()))
-        with context.Pool(workers, _init_worker, initargs) as pool:
-            for finished in pool.imap_unordered(_run_chunk_in_worker, chunks):
+        # concurrent.futures, not multiprocessing.Pool, whose terminate() on an error can
+        # deadlock with its task thread (CPython issue 96995; a test here hung under load)
+        pool = ProcessPoolExecutor(
+            max_workers=min(plan.jobs, len(chunks)),
+            mp_context=multiprocessing.get_context("spawn"),  # CUDA cannot be used in a fork
+            initializer=_init_worker,
+            initargs=(plan.threads, pickle.dumps(gdata.user_entries())),
+        )
+        try:
+            for future in as_completed([pool.submit(_run_chunk_in_worker, c) for c in chunks]):
+                finished = future.result()
                 for i, record in finished:
                     records[i] = record
                 bar.update(len(finished))
+        except BaseException:
+            # on an error or Ctrl-C stop at once: a worker would otherwise go on to the chunk
+            # queued next; what finished is saved (Python 3.14: pool.terminate_workers())
+            for process in list(pool._processes.values()):
+                process.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return [records[i] for i in sorted(records)]
 
