@@ -250,8 +250,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         # The regime map with x4-width encoders, at full only: a grid of its own, so that the
         # size axis is committed (and shown) without waiting for its convolutional units, a
-        # GPU's share (a wide hapt offline run took 15-25 min on one core of the 2-core Xeon,
-        # 9-14 times a default one)
+        # GPU's share (a wide hapt offline run took 15-29 min on one core of the 2-core Xeon,
+        # 9-16 times a default one)
         Experiment(
             "regime_width",
             "regime_map",
