@@ -221,6 +221,9 @@ def test_the_wide_map_sets_each_data_set_s_wide_cells_beside_its_default_ones(mo
     assert "avdigits at 0.1 of train, width 512" in regimes.regime_findings(table)[0]
     committed["regime"] = None  # the default width not committed: the wide cells alone
     assert set(regimes.width_at("full")[1].hidden) == {512}
+    # the default width's map where the page has read it already, not read again
+    given = regimes.width_at("full", default=regimes.regime_map(narrow))[1]
+    assert sorted(zip(given.hidden, given.train_frac, strict=True)) == cells
 
 
 def test_the_constructed_variant_runs_at_full_only_on_degraded_avdigits():

@@ -296,11 +296,15 @@ def map_at(
 WIDE = "regime_width"  # the regime map's grid with wider encoders
 
 
-def width_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd.DataFrame | None]:
+def width_at(
+    scale: str | None, results_dir: str | None = None, default: pd.DataFrame | None = None
+) -> tuple[str, pd.DataFrame | None]:
     """A sentence on the regime map with wider encoders (the ``regime_width`` experiment, run
     at full only) and its table, read without training: per data set whose wide grid is
     complete, its cells at both widths (the default width's where committed), with a
-    ``hidden`` column (``None`` where no data set's wide grid is complete, or at smoke)."""
+    ``hidden`` column (``None`` where no data set's wide grid is complete, or at smoke).
+    ``default`` is the default width's map at ``scale`` where the caller has read it already
+    (read here otherwise)."""
     if scale is None:
         return "A `smoke` page shows no wider encoders.", None
     hidden = dict(get(WIDE).fixed)["model.hidden"]
@@ -309,10 +313,12 @@ def width_at(scale: str | None, results_dir: str | None = None) -> tuple[str, pd
         return f"With {hidden} hidden units nothing is committed at `{scale}` scale yet.", None
     table = regime_map(results.runs, results.weights).assign(hidden=hidden)
     names = list(dict.fromkeys(table.dataset))
-    default = committed_at("regime", scale, results_dir)
+    if default is None:
+        committed = committed_at("regime", scale, results_dir)
+        default = None if committed is None else regime_map(committed.runs, committed.weights)
     if default is not None:
-        narrow = regime_map(default.runs, default.weights).assign(hidden=ModelConfig.hidden)
-        table = pd.concat([narrow[narrow.dataset.isin(names)], table], ignore_index=True)
+        narrow = default[default.dataset.isin(names)].assign(hidden=ModelConfig.hidden)
+        table = pd.concat([narrow, table], ignore_index=True)
     table = table.sort_values(["dataset", "hidden"], kind="stable", ignore_index=True)
     text = f"At `{scale}` scale, {int(table.seeds.min())} seeds per cell, committed for " + (
         ", ".join(names)
