@@ -183,12 +183,23 @@ def test_another_scale_s_map_is_read_only_where_complete(tmp_path):
 def test_another_scale_s_map_leaves_out_what_the_page_shows_at_that_scale(monkeypatch):
     from types import SimpleNamespace
 
-    committed = SimpleNamespace(runs=_regime_runs(), weights=None)
-    monkeypatch.setattr(regimes, "committed_at", lambda name, scale, results_dir: committed)
+    runs = _regime_runs()
+    runs = pd.concat([runs, runs.assign(dataset="hapt")])
+    read = []
+
+    def committed_at(name, scale, results_dir, datasets):
+        read.append(list(datasets))
+        return SimpleNamespace(runs=runs[runs.dataset.isin(datasets)], weights=None)
+
+    monkeypatch.setattr(regimes, "committed_datasets", lambda *_: ["avdigits", "hapt"])
+    monkeypatch.setattr(regimes, "committed_at", committed_at)
     text, table = regimes.map_at("full")
-    assert text == "At `full` scale the map is committed for avdigits." and len(table) == 2
+    assert text == "At `full` scale the map is committed for avdigits, hapt." and len(table) == 4
     text, table = regimes.map_at("full", shown=["avdigits"])
-    assert text.endswith("for avdigits; it is the map above.") and table is None
+    assert text.endswith("for avdigits, hapt; avdigits above.") and set(table.dataset) == {"hapt"}
+    text, table = regimes.map_at("full", shown=["hapt", "avdigits"])
+    assert text.endswith("for avdigits, hapt; it is the map above.") and table is None
+    assert read == [["avdigits", "hapt"], ["hapt"]]  # what the page shows is not read again
 
 
 def test_the_wide_map_is_read_only_where_committed(tmp_path):

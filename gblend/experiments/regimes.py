@@ -20,7 +20,7 @@ from scipy import stats as sstats
 
 from gblend.experiments.blending import compare_methods, offline_weight_health
 from gblend.experiments.records import overfitting
-from gblend.experiments.registry import committed_at, get, scale_datasets
+from gblend.experiments.registry import committed_at, committed_datasets, get, scale_datasets
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
 from gblend.experiments.table1 import summarize
 from gblend.models import ModelConfig
@@ -280,17 +280,17 @@ def map_at(
     the data sets ``shown`` at that scale in the page's own map (named, not repeated)."""
     if scale is None:
         return "A `smoke` page shows no other scale's map.", None
-    results = committed_at("regime", scale, results_dir)
-    if results is None:
+    names = committed_datasets("regime", scale, results_dir)
+    if not names:
         return f"No data set's map at `{scale}` scale is committed.", None
-    table = regime_map(results.runs, results.weights)
-    names = list(dict.fromkeys(table.dataset))
     above = [d for d in names if d in shown]
     text = f"At `{scale}` scale the map is committed for {', '.join(names)}"
     if above:
         text += "; it is the map above" if above == names else f"; {', '.join(above)} above"
-        table = table[~table.dataset.isin(above)]
-    return text + ".", table if len(table) else None
+    rest = [d for d in names if d not in above]
+    results = committed_at("regime", scale, results_dir, datasets=rest) if rest else None
+    table = None if results is None else regime_map(results.runs, results.weights)
+    return text + ".", table
 
 
 WIDE = "regime_width"  # the regime map's grid with wider encoders

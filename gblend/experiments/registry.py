@@ -449,14 +449,24 @@ def published_plan(names: Sequence[str], results_dir: str | None = None) -> dict
     return plan
 
 
-def committed_at(name: str, scale: str, results_dir: str | None = None) -> Results | None:
-    """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
-    complete, read without training (``None`` when no data set's is): a page at one scale
-    can show what another scale has committed."""
+def committed_datasets(name: str, scale: str, results_dir: str | None = None) -> list[str]:
+    """The data sets whose grid of an experiment at ``scale`` is complete on disk."""
     entry = get(name)
-    done = [d for d in entry.grid(scale, selected=False).datasets
+    return [d for d in entry.grid(scale, selected=False).datasets
             if _done(entry, scale, d, results_dir)]  # fmt: skip
+
+
+def committed_at(
+    name: str, scale: str, results_dir: str | None = None, datasets: Sequence[str] | None = None
+) -> Results | None:
+    """The results of an experiment's grid at ``scale`` for the data sets whose grid there is
+    complete (those of them in ``datasets``, where given), read without training (``None``
+    when no such data set's is): a page at one scale can show what another scale has
+    committed."""
+    done = committed_datasets(name, scale, results_dir)
+    if datasets is not None:
+        done = [d for d in done if d in datasets]
     if not done:
         return None
-    grid = entry.grid(scale, datasets=",".join(done), results_dir=results_dir)
+    grid = get(name).grid(scale, datasets=",".join(done), results_dir=results_dir)
     return run(grid, results_dir, progress=False, run_missing=False)
