@@ -50,6 +50,18 @@ def test_a_changed_setting_is_a_new_unit(tmp_path):
     assert len(result_files(tmp_path)) == 7 + 7
 
 
+def test_a_grid_s_keys_are_read_again_without_building_its_data_again(tmp_path, monkeypatch):
+    grid = ex.EXPERIMENTS["table1"].grid(**GRID)
+    before = ex.missing(grid, str(tmp_path))
+    built = []
+    load = runner.gdata.load
+    monkeypatch.setattr(runner.gdata, "load", lambda *a, **k: built.append(a) or load(*a, **k))
+    runner._load.cache_clear()  # as when a page's grids outgrow the data cache
+    assert ex.missing(grid, str(tmp_path)) == before and built == []
+    runner.load_unit_data(before[0])  # the data themselves are built again where needed
+    assert len(built) == 1
+
+
 def test_result_records_carry_provenance(tmp_path):
     table1(tmp_path)
     record = gres.read_record(result_files(tmp_path)[0])

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -42,10 +42,20 @@ def _load(dataset: str, seed: int, knobs: tuple[tuple[str, Any], ...]) -> gdata.
     return gdata.load(dataset, seed=seed, **dict(knobs))
 
 
+# A grid's keys are read more often than its data fit the cache above (a page checks a grid
+# whole, then reads it): the fingerprints are kept, the data are not.
+@cache
+def _fingerprint(dataset: str, seed: int, knobs: tuple[tuple[str, Any], ...]) -> str:
+    return _load(dataset, seed, knobs).fingerprint
+
+
+def _data_args(unit: Unit) -> tuple[str, int, tuple[tuple[str, Any], ...]]:
+    return unit.dataset, unit.seed, tuple(sorted(unit.data_knobs.items()))
+
+
 def load_unit_data(unit: Unit) -> gdata.Dataset:
     """The unit's data set; the data seed is the unit's seed, so seeds pair across methods."""
-    full = _load(unit.dataset, unit.seed, tuple(sorted(unit.data_knobs.items())))
-    return full.select(unit.modalities)
+    return _load(*_data_args(unit)).select(unit.modalities)
 
 
 def run_unit(unit: Unit) -> RunRecord:
@@ -124,7 +134,7 @@ def run_batch(units: Sequence[Unit]) -> list[RunRecord]:
 def _location(unit: Unit, results_dir: str | None) -> tuple[UnitStore, str]:
     """Where a unit's result file lives: its method's store and its cache key."""
     store = UnitStore(results_dir, unit.store, unit.scale)
-    return store, unit_key(unit.config(), load_unit_data(unit).fingerprint)
+    return store, unit_key(unit.config(), _fingerprint(*_data_args(unit)))
 
 
 @dataclass(frozen=True)
