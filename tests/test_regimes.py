@@ -209,32 +209,58 @@ def test_the_wide_map_is_read_only_where_committed(tmp_path):
     assert table is None and list(tmp_path.iterdir()) == []  # nothing was trained
 
 
-def test_the_wide_map_sets_each_data_set_s_wide_cells_beside_its_default_ones(monkeypatch):
+def test_the_wide_map_sets_each_complete_wide_cell_beside_its_default_one(monkeypatch):
     from types import SimpleNamespace
 
     runs = _regime_runs()
     narrow = pd.concat([runs, runs.assign(dataset="hapt")])
     wide = runs.assign(test_acc_last=runs.test_acc_last - 0.01)
-    committed = {
-        "regime": SimpleNamespace(runs=narrow, weights=None),
-        "regime_width": SimpleNamespace(runs=wide, weights=None),
-    }
-    monkeypatch.setattr(regimes, "committed_at", lambda name, scale, results_dir: committed[name])
+    wide = pd.concat([wide, wide[wide.variant == "data.train_frac=1.0"].assign(dataset="hapt")])
+    done = [("avdigits", f) for f in (1.0, 0.5, 0.2, 0.1)] + [("hapt", 1.0)]
+    left = [("hapt", f) for f in (0.5, 0.2, 0.1)] + [("mfeat", f) for f in (1.0, 0.5, 0.2, 0.1)]
+    committed = SimpleNamespace(runs=narrow, weights=None)
+    monkeypatch.setattr(regimes, "committed_at", lambda name, scale, results_dir: committed)
+    monkeypatch.setattr(
+        regimes,
+        "committed_cells",
+        lambda *_: (SimpleNamespace(runs=wide, weights=None), done, left),
+    )
     text, table = regimes.width_at("full")
     assert text == (
-        "At `full` scale, 5 seeds per cell, committed for avdigits; not yet for hapt, mfeat."
+        "At `full` scale, 5 seeds per cell, committed for avdigits, hapt at 1 of train; "
+        "not yet for hapt at 0.5, 0.2, 0.1 of train, mfeat."
     )
-    assert set(table.dataset) == {"avdigits"}  # hapt's default cells wait for its wide ones
-    cells = sorted(zip(table.hidden, table.train_frac, strict=True))
-    assert cells == [(128, 0.1), (128, 1.0), (512, 0.1), (512, 1.0)]
-    by = table.set_index(["hidden", "train_frac"])
-    assert by.loc[(512, 0.1), "naive acc"] == pytest.approx(by.loc[(128, 0.1), "naive acc"] - 1)
+    # hapt's default cell at 0.1 of train waits for its wide one
+    cells = sorted(zip(table.dataset, table.hidden, table.train_frac, strict=True))
+    assert cells == [
+        ("avdigits", 128, 0.1), ("avdigits", 128, 1.0), ("avdigits", 512, 0.1),
+        ("avdigits", 512, 1.0), ("hapt", 128, 1.0), ("hapt", 512, 1.0),
+    ]  # fmt: skip
+    by = table.set_index(["dataset", "hidden", "train_frac"])
+    assert by.loc[("avdigits", 512, 0.1), "naive acc"] == pytest.approx(
+        by.loc[("avdigits", 128, 0.1), "naive acc"] - 1
+    )
     assert "avdigits at 0.1 of train, width 512" in regimes.regime_findings(table)[0]
-    committed["regime"] = None  # the default width not committed: the wide cells alone
+    committed = None  # the default width not committed: the wide cells alone
     assert set(regimes.width_at("full")[1].hidden) == {512}
     # the default width's map where the page has read it already, not read again
     given = regimes.width_at("full", default=regimes.regime_map(narrow))[1]
-    assert sorted(zip(given.hidden, given.train_frac, strict=True)) == cells
+    assert sorted(zip(given.dataset, given.hidden, given.train_frac, strict=True)) == cells
+
+
+def test_a_wide_cell_is_read_once_all_its_runs_are_on_disk(tmp_path):
+    from gblend import experiments as ex
+    from gblend.experiments import EXPERIMENTS
+    from gblend.experiments.registry import committed_cells
+
+    grid = EXPERIMENTS["regime_width"].grid("smoke", datasets="mfeat", epochs=2)
+    whole = [u for u in grid if dict(u.variant)["data.train_frac"] == 1.0]
+    ex.run(whole + [u for u in grid if dict(u.variant)["data.train_frac"] == 0.5][:1],
+           str(tmp_path), progress=False)  # fmt: skip
+    results, done, left = committed_cells("regime_width", "smoke", "data.train_frac", str(tmp_path))
+    assert done == [("mfeat", 1.0)]  # 0.5 has one run of its six: not complete
+    assert ("mfeat", 0.5) in left and ("hapt", 1.0) in left and len(done) + len(left) == 12
+    assert len(results.runs) == len(whole)
 
 
 def test_the_constructed_variant_runs_at_full_only_on_degraded_avdigits():

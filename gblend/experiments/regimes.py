@@ -20,7 +20,13 @@ from scipy import stats as sstats
 
 from gblend.experiments.blending import compare_methods, offline_weight_health
 from gblend.experiments.records import overfitting
-from gblend.experiments.registry import committed_at, committed_datasets, get, scale_datasets
+from gblend.experiments.registry import (
+    Cell,
+    committed_at,
+    committed_cells,
+    committed_datasets,
+    get,
+)
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
 from gblend.experiments.table1 import summarize
 from gblend.models import ModelConfig
@@ -296,36 +302,49 @@ def map_at(
 WIDE = "regime_width"  # the regime map's grid with wider encoders
 
 
+def _cells_text(cells: Sequence[Cell], fractions: Sequence[float]) -> str:
+    """Cells (data set, train fraction) in words: a data set alone where all its fractions are
+    there."""
+    by: dict[str, list[float]] = {}
+    for dataset, frac in cells:
+        by.setdefault(dataset, []).append(frac)
+    return ", ".join(
+        dataset if len(fracs) == len(fractions) else
+        f"{dataset} at {', '.join(f'{f:g}' for f in fracs)} of train"
+        for dataset, fracs in by.items()
+    )  # fmt: skip
+
+
 def width_at(
     scale: str | None, results_dir: str | None = None, default: pd.DataFrame | None = None
 ) -> tuple[str, pd.DataFrame | None]:
     """A sentence on the regime map with wider encoders (the ``regime_width`` experiment, run
-    at full only) and its table, read without training: per data set whose wide grid is
-    complete, its cells at both widths (the default width's where committed), with a
-    ``hidden`` column (``None`` where no data set's wide grid is complete, or at smoke).
+    at full only) and its table, read without training: each cell (data set, train fraction)
+    whose wide runs are all committed, at both widths (the default width's where committed),
+    with a ``hidden`` column (``None`` where no wide cell is complete, or at smoke).
     ``default`` is the default width's map at ``scale`` where the caller has read it already
     (read here otherwise)."""
     if scale is None:
         return "A `smoke` page shows no wider encoders.", None
-    hidden = dict(get(WIDE).fixed)["model.hidden"]
-    results = committed_at(WIDE, scale, results_dir)
+    entry = get(WIDE)
+    hidden = dict(entry.fixed)["model.hidden"]
+    results, done, left = committed_cells(WIDE, scale, "data.train_frac", results_dir)
     if results is None:
         return f"With {hidden} hidden units nothing is committed at `{scale}` scale yet.", None
     table = regime_map(results.runs, results.weights).assign(hidden=hidden)
-    names = list(dict.fromkeys(table.dataset))
     if default is None:
         committed = committed_at("regime", scale, results_dir)
         default = None if committed is None else regime_map(committed.runs, committed.weights)
     if default is not None:
-        narrow = default[default.dataset.isin(names)].assign(hidden=ModelConfig.hidden)
-        table = pd.concat([narrow, table], ignore_index=True)
+        cells = pd.MultiIndex.from_tuples(done)
+        narrow = default[default.set_index(["dataset", "train_frac"]).index.isin(cells)]
+        table = pd.concat([narrow.assign(hidden=ModelConfig.hidden), table], ignore_index=True)
     table = table.sort_values(["dataset", "hidden"], kind="stable", ignore_index=True)
-    text = f"At `{scale}` scale, {int(table.seeds.min())} seeds per cell, committed for " + (
-        ", ".join(names)
-    )
-    left = [d for d in scale_datasets(WIDE, scale) if d not in names]
+    fractions = dict(entry.axes)["data.train_frac"]
+    text = f"At `{scale}` scale, {int(table.seeds.min())} seeds per cell, committed for "
+    text += _cells_text(done, fractions)
     if left:
-        text += f"; not yet for {', '.join(left)}"
+        text += f"; not yet for {_cells_text(left, fractions)}"
     return text + ".", table
 
 

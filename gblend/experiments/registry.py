@@ -14,7 +14,7 @@ import pandas as pd
 
 from gblend.data.avdigits import AV_MNIST
 from gblend.experiments import selection
-from gblend.experiments.grid import Grid, GridError
+from gblend.experiments.grid import Grid, GridError, Unit
 from gblend.experiments.records import Results
 from gblend.experiments.runner import missing, run, run_grid
 from gblend.models import ModelConfig
@@ -447,6 +447,30 @@ def published_plan(names: Sequence[str], results_dir: str | None = None) -> dict
         elif on_cpu:
             plan[dataset] = "cpu"
     return plan
+
+
+Cell = tuple[str, Any]  # a data set and one value of a swept setting
+
+
+def committed_cells(
+    name: str, scale: str, axis: str, results_dir: str | None = None
+) -> tuple[Results | None, list[Cell], list[Cell]]:
+    """An experiment's grid at ``scale`` read without training, cell by cell: a cell is a data
+    set and one value of the swept setting ``axis``, complete when every run of it (each
+    method and seed) is on disk. The results of the complete cells (``None`` when none is),
+    the complete cells and the others, in grid order: a page can show a grid that a long run
+    is still filling, one whole cell at a time."""
+    entry = get(name)
+    if entry.requires:  # complete means more than on disk there: read it with committed_at
+        raise GridError(f"{name}'s records must carry {', '.join(entry.requires)}")
+    cells: dict[Cell, list[Unit]] = {}
+    for unit in entry.grid(scale, results_dir=results_dir):
+        cells.setdefault((unit.dataset, dict(unit.variant)[axis]), []).append(unit)
+    done = [cell for cell, units in cells.items() if not missing(units, results_dir)]
+    left = [cell for cell in cells if cell not in done]
+    units = [unit for cell in done for unit in cells[cell]]
+    records = run_grid(units, results_dir, progress=False, run_missing=False)
+    return (Results(records) if records else None), done, left
 
 
 def committed_datasets(name: str, scale: str, results_dir: str | None = None) -> list[str]:
