@@ -271,7 +271,11 @@ def regime_map(table: pd.DataFrame) -> plt.Figure:
     widths = sorted(table.hidden.unique()) if "hidden" in table else [None]
     for ax, dataset in zip(axes, datasets, strict=False):
         sub = table[table.dataset == dataset]
-        for width, style_ in zip(widths, ("-", "--"), strict=False):
+        # the second width dodged to the right and drawn with open squares: where a data set
+        # has one fraction, the line styles alone would not tell the widths apart
+        for width, style_, marker, face, dodge in zip(
+            widths, ("-", "--"), ("o", "s"), (None, "white"), (1.0, 1.05), strict=False
+        ):
             part = sub if width is None else sub[sub.hidden == width]
             part = part.sort_values("train_frac")
             suffix = "" if width is None else f", width {width}"
@@ -280,10 +284,11 @@ def regime_map(table: pd.DataFrame) -> plt.Figure:
                 ("offline_vs_naive", "tab:red", "offline - naive"),
             ):
                 ax.errorbar(
-                    part.train_frac,
+                    part.train_frac * dodge,
                     part[column],
                     yerr=_bars(part, column),
-                    marker="o",
+                    marker=marker,
+                    markerfacecolor=face,
                     capsize=3,
                     color=colour,
                     linestyle=style_,
@@ -291,9 +296,10 @@ def regime_map(table: pd.DataFrame) -> plt.Figure:
                 )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xticks(
-            sorted(sub.train_frac.unique()), [f"{f:g}" for f in sorted(sub.train_frac.unique())]
-        )
+        fractions = sorted(sub.train_frac.unique())
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)  # room for one fraction alone
         ax.set(title=dataset, xlabel="fraction of the train split", ylabel="test accuracy (points)")
         ax.legend(fontsize=7)
     fig.tight_layout()
