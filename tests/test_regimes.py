@@ -202,6 +202,15 @@ def test_another_scale_s_map_leaves_out_what_the_page_shows_at_that_scale(monkey
     assert read == [["avdigits", "hapt"], ["hapt"]]  # what the page shows is not read again
 
 
+def test_a_grid_is_checked_only_for_the_data_sets_asked_for(tmp_path, monkeypatch):
+    from gblend.experiments import registry
+
+    checked = []
+    monkeypatch.setattr(registry, "_done", lambda entry, scale, d, results_dir: checked.append(d))
+    assert registry.committed_at("regime", "full", str(tmp_path), datasets=["hapt"]) is None
+    assert checked == ["hapt"]  # the page's own data sets are not checked again
+
+
 def test_the_wide_map_is_read_only_where_committed(tmp_path):
     assert regimes.width_at(None) == ("A `smoke` page shows no wider encoders.", None)
     text, table = regimes.width_at("full", str(tmp_path))

@@ -473,11 +473,14 @@ def committed_cells(
     return (Results(records) if records else None), done, left
 
 
-def committed_datasets(name: str, scale: str, results_dir: str | None = None) -> list[str]:
-    """The data sets whose grid of an experiment at ``scale`` is complete on disk."""
+def committed_datasets(
+    name: str, scale: str, results_dir: str | None = None, among: Sequence[str] | None = None
+) -> list[str]:
+    """The data sets (of those ``among``, where given) whose grid of an experiment at
+    ``scale`` is complete on disk."""
     entry = get(name)
     return [d for d in entry.grid(scale, selected=False).datasets
-            if _done(entry, scale, d, results_dir)]  # fmt: skip
+            if (among is None or d in among) and _done(entry, scale, d, results_dir)]  # fmt: skip
 
 
 def committed_at(
@@ -487,9 +490,7 @@ def committed_at(
     complete (those of them in ``datasets``, where given), read without training (``None``
     when no such data set's is): a page at one scale can show what another scale has
     committed."""
-    done = committed_datasets(name, scale, results_dir)
-    if datasets is not None:
-        done = [d for d in done if d in datasets]
+    done = committed_datasets(name, scale, results_dir, among=datasets)
     if not done:
         return None
     grid = get(name).grid(scale, datasets=",".join(done), results_dir=results_dir)
