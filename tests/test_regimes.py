@@ -122,6 +122,41 @@ def test_regime_map_reads_naive_against_best_uni_and_offline_against_naive():
     assert "within one data set" not in tracked  # no data set has cells enough for ranks
 
 
+def test_a_verdict_that_turns_on_val_s_choice_of_the_best_modality_is_named():
+    runs = _regime_runs()
+    runs = runs[runs.variant == "data.train_frac=0.1"].copy()
+    # audio a hair below image on val, 3 points above it on test: naive (4 below image) is
+    # 7 below audio on test, a verdict val's choice of image keeps out of the table
+    audio = runs.combo == "audio"
+    runs.loc[audio, "val_acc_last"] = runs.loc[audio, "val_acc_last"] + 0.299
+    runs.loc[audio, "test_acc_last"] = runs.loc[audio, "test_acc_last"] + 0.33
+    naive = (runs.combo == "image+audio") & (runs.method == "naive")
+    runs.loc[naive, "test_acc_last"] = runs.loc[naive, "test_acc_last"] + 0.05
+    table = regimes.regime_map(runs)
+    row = table.iloc[0]
+    assert row.best_uni == "image" and row.naive_vs_uni_verdict == "higher"
+    assert row.val_choice_turns == (
+        "audio, 0.10 points below on val, is higher on test (93.0% against 90.0%), and "
+        "naive - audio is -2.0 [-2.0, -2.0], lower"
+    )
+    finding = regimes.regime_findings(table)[3]
+    assert finding.startswith("In 1 of 1 cells val's choice of the best uni-modal model")
+    assert "avdigits at 0.1 of train (val chose image; audio, 0.10 points" in finding
+    # a modality below the chosen one on test turns nothing, though naive's verdict against
+    # it differs: naive within noise of image, detectably above audio, 3 points below image
+    runs.loc[audio, "test_acc_last"] = (
+        runs.loc[runs.combo == "image", "test_acc_last"].values - 0.03
+    )
+    noise = runs.loc[naive, "seed"].map(lambda seed: 0.005 * (-1) ** seed)
+    runs.loc[naive, "test_acc_last"] = (
+        runs.loc[runs.combo == "image", "test_acc_last"].values + noise
+    )
+    table = regimes.regime_map(runs)
+    assert table.naive_vs_uni_verdict.iat[0] == "no detectable difference"
+    assert (table.val_choice_turns == "").all()
+    assert regimes.regime_findings(table)[3].startswith("In no cell")
+
+
 def test_the_gain_s_tracking_of_the_gap_is_read_within_each_data_set_too():
     cells = regimes.regime_map(_regime_runs())
     eight = pd.concat([cells] * 2 + [cells.assign(dataset="hapt")] * 2, ignore_index=True)

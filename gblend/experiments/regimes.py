@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats as sstats
 
 from gblend.experiments.blending import compare_methods, offline_weight_health
-from gblend.experiments.records import overfitting
+from gblend.experiments.records import metric_column, overfitting
 from gblend.experiments.registry import (
     Cell,
     committed_at,
@@ -181,13 +181,42 @@ def _weight_note(weights: pd.DataFrame, dataset: str, variant: str, combo: str) 
     return offline_weight_health(part, combo)[1].removeprefix("offline weights: ")
 
 
+def _val_choice_turns(
+    runs: pd.DataFrame, combo: str, best: str, verdict: str, selection: str
+) -> str:
+    """Where val's choice of the best uni-modal model decides naive's verdict: each other
+    modality of ``combo`` that is higher than ``best`` on test and against which naive's
+    verdict is not ``verdict``, with naive's paired difference from it (``""`` where none)."""
+    naive = runs[runs.method == "naive"]
+
+    def per_seed(c: str, split: str = "test") -> pd.Series:
+        rows = naive[naive.combo == c].set_index("seed").sort_index()
+        return rows[metric_column(split, selection=selection)] * 100
+
+    joint, chosen = per_seed(combo), per_seed(best)
+    turns = []
+    for other in (m for m in combo.split("+") if m != best):
+        uni = per_seed(other)
+        seeds = joint.index.intersection(uni.index)
+        diff = paired_difference(joint[seeds], uni[seeds])
+        if uni.mean() > chosen.mean() and diff.direction != verdict:
+            behind = per_seed(best, "val").mean() - per_seed(other, "val").mean()
+            turns.append(
+                f"{other}, {behind:.2f} points below on val, is higher on test "
+                f"({uni.mean():.1f}% against {chosen.mean():.1f}%), and naive - {other} is "
+                f"{diff.mean:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}], {diff.direction}"
+            )
+    return "; ".join(turns)
+
+
 def regime_map(
     runs: pd.DataFrame, weights: pd.DataFrame | None = None, selection: str = "last"
 ) -> pd.DataFrame:
     """One row per data set and setting: test accuracy (%) of best uni-modal, naive,
     equal-weight and offline G-Blend on the study combination, naive - best uni and
-    offline - naive with their intervals and verdicts, and how many offline weights were
-    policy fallbacks."""
+    offline - naive with their intervals and verdicts, where val's choice of the best
+    uni-modal model decides naive's verdict, and how many offline weights were policy
+    fallbacks."""
     compared = compare_methods(runs, selections=(selection,))
     rows = []
     for (dataset, variant), part in compared.groupby(["dataset", "variant"], sort=False):
@@ -195,9 +224,8 @@ def regime_map(
         naive, offline = by.loc["naive"], by.loc["offline"]
         combo = str(naive.combo)
         row = {"dataset": dataset, **setting(variant), "combo": combo}
-        row["n_train"] = int(
-            runs[(runs.dataset == dataset) & (runs.variant == variant)].n_train.max()
-        )
+        cell = runs[(runs.dataset == dataset) & (runs.variant == variant)]
+        row["n_train"] = int(cell.n_train.max())
         row |= {f"{m} acc": by.loc[m, "acc"] for m in ("best uni", "naive", "uniform", "offline")}
         row |= {
             "best_uni": naive.best_uni,
@@ -209,6 +237,9 @@ def regime_map(
             "offline_vs_naive_low": offline.vs_naive_low,
             "offline_vs_naive_high": offline.vs_naive_high,
             "offline_vs_naive_verdict": offline.vs_naive_verdict,
+            "val_choice_turns": _val_choice_turns(
+                cell, combo, naive.best_uni, naive.vs_uni_verdict, selection
+            ),
             "offline_weights": _weight_note(
                 weights if weights is not None else pd.DataFrame(), dataset, variant, combo
             ),
@@ -228,20 +259,12 @@ def _rank_correlation(table: pd.DataFrame) -> float:
 
 
 def regime_findings(table: pd.DataFrame) -> list[str]:
-    """Where naive fusion is detectably below / above the best uni-modal model, and whether
-    offline G-Blend's gain over naive tracks naive's gap (rank correlation over the cells)."""
+    """Where naive fusion is detectably below / above the best uni-modal model, whether
+    offline G-Blend's gain over naive tracks naive's gap (rank correlation over the cells),
+    and the cells whose verdict turns on val's choice of the best uni-modal model."""
 
     def cells(mask: pd.Series) -> str:
-        part = table[mask]
-        width = "hidden" in table
-        return (
-            "; ".join(
-                f"{r.dataset} at {r.train_frac:g} of train"
-                + (f", width {r.hidden}" if width else "")
-                for r in part.itertuples()
-            )
-            or "none"
-        )
+        return "; ".join(_cell_name(r) for r in table[mask].itertuples()) or "none"
 
     below = table.naive_vs_uni_verdict == LOWER
     above = table.naive_vs_uni_verdict == HIGHER
@@ -269,7 +292,32 @@ def regime_findings(table: pd.DataFrame) -> list[str]:
         f"Detectably above in {int(above.sum())}: {cells(above)}. "
         + _resolution(table, "naive_vs_uni"),
         f"Offline G-Blend detectably above naive in {gains} of {len(table)} cells; {tracking}.",
+        _val_choice_finding(table),
     ]
+
+
+def _cell_name(row: Any) -> str:
+    """A regime map's cell (a row of :func:`regime_map`, its width where it has one)."""
+    width = f", width {row.hidden}" if hasattr(row, "hidden") else ""
+    return f"{row.dataset} at {row.train_frac:g} of train{width}"
+
+
+def _val_choice_finding(table: pd.DataFrame) -> str:
+    turns = table[table.val_choice_turns != ""]
+    if turns.empty:
+        return (
+            "In no cell does a modality that val ranks below the best one do better on test "
+            "and turn naive's verdict."
+        )
+    said = "; ".join(
+        f"{_cell_name(r)} (val chose {r.best_uni}; {r.val_choice_turns})"
+        for r in turns.itertuples()
+    )
+    return (
+        f"In {len(turns)} of {len(table)} cells val's choice of the best uni-modal model "
+        f"decides naive's verdict: {said}. The verdicts above keep val's choice, since a best "
+        "model picked on test would be selected on the numbers it is judged by."
+    )
 
 
 def display(table: pd.DataFrame, columns: Sequence[str], precision: int = 1):

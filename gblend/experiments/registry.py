@@ -249,9 +249,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             full_axes=(("data.train_frac", (1.0, 0.5, 0.2, 0.1)),),
         ),
         # The regime map with x4-width encoders, at full only: a grid of its own, so that the
-        # size axis is committed (and shown) without waiting for its convolutional units, a
-        # GPU's share (a wide hapt offline run took 15-29 min on one core of the 2-core Xeon,
-        # 9-16 times a default one)
+        # size axis is committed (and shown) without waiting for its convolutional units (a
+        # wide hapt offline run took 15-29 min on one core of the 2-core Xeon, 9-16 times a
+        # default one; a wide avdigits cell about 3 core-hours on the 2-core AMD EPYC)
         Experiment(
             "regime_width",
             "regime_map",
