@@ -28,7 +28,7 @@ from gblend.experiments.registry import (
     get,
 )
 from gblend.experiments.stats import HIGHER, LOWER, paired_difference
-from gblend.experiments.table1 import summarize
+from gblend.experiments.table1 import seed_values, summarize
 from gblend.models import ModelConfig
 
 
@@ -190,8 +190,7 @@ def _val_choice_turns(
     naive = runs[runs.method == "naive"]
 
     def per_seed(c: str, split: str = "test") -> pd.Series:
-        rows = naive[naive.combo == c].set_index("seed").sort_index()
-        return rows[metric_column(split, selection=selection)] * 100
+        return seed_values(naive, c, metric_column(split, selection=selection)) * 100
 
     joint, chosen = per_seed(combo), per_seed(best)
     turns = []

@@ -30,7 +30,8 @@ def by_setting(runs: pd.DataFrame):
     return runs.groupby(["dataset", "variant"], sort=False)
 
 
-def _seed_values(runs: pd.DataFrame, combo: str, column: str) -> pd.Series:
+def seed_values(runs: pd.DataFrame, combo: str, column: str) -> pd.Series:
+    """``column`` of the runs of ``combo``, indexed by seed (ascending)."""
     return runs[runs.combo == combo].set_index("seed")[column].sort_index()
 
 
@@ -58,8 +59,8 @@ def summarize(runs: pd.DataFrame, selections: Sequence[str] = tuple(SELECTIONS))
             parts = combo.split("+")
             best = best_unimodal(group, among=parts, selection=selection)
             test = metric_column("test", selection=selection)
-            joint = _seed_values(group, combo, test)
-            uni = _seed_values(group, best, test)
+            joint = seed_values(group, combo, test)
+            uni = seed_values(group, best, test)
             seeds = joint.index.intersection(uni.index)
             diff = paired_difference(joint[seeds] * 100, uni[seeds] * 100)
             rows.append(
@@ -142,7 +143,7 @@ def _claim2(dataset: str, runs: pd.DataFrame) -> dict[str, Any]:
     full = max(runs.combo.unique(), key=lambda c: c.count("+"))
     best = best_unimodal(runs)
     train, val = (
-        paired_difference(_seed_values(runs, full, c), _seed_values(runs, best, c))
+        paired_difference(seed_values(runs, full, c), seed_values(runs, best, c))
         for c in ("train_subset_loss_last", "val_acc_last")
     )
     val = PairedDifference(val.mean * 100, val.std * 100, val.n, val.low * 100, val.high * 100,
@@ -166,7 +167,7 @@ def _claim3(dataset: str, runs: pd.DataFrame) -> dict[str, Any]:
     uni = runs[runs.n_modalities == 1].groupby("combo").val_acc_last.mean()
     best, weakest = str(uni.idxmax()), str(uni.idxmin())
     full = max(runs.combo.unique(), key=lambda c: c.count("+"))
-    gap = {c: _seed_values(runs, c, "overfit_last") for c in (best, weakest, full)}
+    gap = {c: seed_values(runs, c, "overfit_last") for c in (best, weakest, full)}
     weak_vs_best = paired_difference(gap[weakest], gap[best])
     joint_vs_best = paired_difference(gap[full], gap[best])
     detail = (
